@@ -1,0 +1,75 @@
+"""nii — wildlife-contraband detection for customs X-ray (non-intrusive inspection) scanners.
+
+Importing :mod:`nii` is cheap and has no side effects; heavy modules (readers, Numba kernels,
+the detector) load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .containers import EnergyChannel, Provenance, RawScan, Scan, SourceInfo, Step, Truth
+from .errors import (
+    CalibrationError,
+    CalibrationMismatchError,
+    CorruptFileError,
+    FileAccessError,
+    InvalidDataError,
+    InvalidParameterError,
+    ModelError,
+    NiiError,
+    SidecarError,
+    SizeLimitError,
+    UnsupportedFormatError,
+)
+from .materials import MaterialClass
+
+__all__ = [
+    "__version__",
+    "read",
+    "write_hdf5",
+    "RawScan",
+    "Scan",
+    "EnergyChannel",
+    "SourceInfo",
+    "Truth",
+    "Step",
+    "Provenance",
+    "MaterialClass",
+    "NiiError",
+    "FileAccessError",
+    "UnsupportedFormatError",
+    "CorruptFileError",
+    "SidecarError",
+    "InvalidDataError",
+    "SizeLimitError",
+    "InvalidParameterError",
+    "CalibrationError",
+    "CalibrationMismatchError",
+    "ModelError",
+]
+
+# name -> (module, attribute), imported on first access
+_LAZY = {
+    "read": ("nii.io", "read"),
+    "write_hdf5": ("nii.io", "write_hdf5"),
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .io import read, write_hdf5
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        value = getattr(importlib.import_module(mod), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nii' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
