@@ -22,6 +22,9 @@ __all__ = [
     "AIR_ATTENUATION_MAX",
     "CLASS_HUE_RGB",
     "zeff_to_class",
+    "DISPLAY_GAMMA",
+    "render_pseudocolor",
+    "attenuation_from_brightness",
 ]
 
 
@@ -73,3 +76,43 @@ def zeff_to_class(zeff: np.ndarray) -> np.ndarray:
     out[(z >= ZEFF_ORGANIC_MAX) & (z < ZEFF_MIXED_MAX)] = MaterialClass.MIXED
     out[z >= ZEFF_MIXED_MAX] = MaterialClass.METAL
     return out
+
+
+#: Display brightness of a non-air pixel is ``exp(-DISPLAY_GAMMA * L_high)``.
+DISPLAY_GAMMA = 0.6
+
+
+def render_pseudocolor(l_high: np.ndarray, material: np.ndarray) -> np.ndarray:
+    """Reference operator rendering: hue from class, brightness from high-energy attenuation.
+
+    ``rgb = round(CLASS_HUE_RGB[class] * exp(-DISPLAY_GAMMA * L_high))`` for object pixels; AIR is
+    white and IMPENETRABLE black. This NumPy version is the specification; the fused Numba
+    kernel of the normaliser must match it exactly, and :mod:`nii.io.rendered` inverts it.
+
+    Parameters
+    ----------
+    l_high : ndarray (H, W) float
+        High-energy (or single-energy) log attenuation.
+    material : ndarray (H, W) uint8
+        :class:`MaterialClass` codes.
+
+    Returns
+    -------
+    ndarray (H, W, 3) uint8, RGB.
+    """
+    l_high = np.asarray(l_high, dtype=np.float32)
+    material = np.asarray(material, dtype=np.uint8)
+    if l_high.shape != material.shape:
+        raise ValueError(f"l_high {l_high.shape} and material {material.shape} must have the same shape")
+    b = np.exp(-np.float32(DISPLAY_GAMMA) * np.maximum(l_high, np.float32(0.0))).astype(np.float32)
+    hue = CLASS_HUE_RGB[np.minimum(material, MaterialClass.IMPENETRABLE)].astype(np.float32)
+    rgb = np.floor(hue * b[..., None] + np.float32(0.5)).astype(np.uint8)
+    rgb[material == MaterialClass.AIR] = 255
+    rgb[material == MaterialClass.IMPENETRABLE] = 0
+    return rgb
+
+
+def attenuation_from_brightness(brightness: np.ndarray) -> np.ndarray:
+    """Invert the display brightness law: ``L_high = -ln(b) / DISPLAY_GAMMA`` (b in (0, 1])."""
+    b = np.clip(np.asarray(brightness, dtype=np.float32), np.float32(1e-4), np.float32(1.0))
+    return (-np.log(b) / np.float32(DISPLAY_GAMMA)).astype(np.float32)
