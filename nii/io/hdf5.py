@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,7 @@ def write(
     *,
     raw: RawScan | None = None,
     compression: str | None = "gzip",
+    extra: "Callable[[Any], None] | None" = None,
 ) -> Path:
     """Write ``scan`` to ``path`` in schema ``nii-scan/1``, atomically.
 
@@ -114,6 +115,9 @@ def write(
         With a :class:`Scan`, also store its raw counts under ``/raw``.
     compression : {"gzip", "lzf", None}
         Dataset compression filter.
+    extra : callable, optional
+        Called with the open ``h5py.File`` before it is closed, to add further groups (e.g. the
+        detections of a results file) inside the same atomic write.
     """
     if compression not in ("gzip", "lzf", None):
         raise InvalidParameterError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
@@ -155,6 +159,8 @@ def write(
                 g.attrs["provenance"] = cal.provenance.to_json()
                 g.attrs["calibration_hash"] = cal.provenance.calibration_hash or ""
                 g.attrs["pixel_pitch_mm"] = np.array(cal.pixel_pitch_mm, dtype=np.float64)
+            if extra is not None:
+                extra(f)
     return target
 
 
