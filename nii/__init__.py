@@ -54,9 +54,13 @@ __all__ = [
 _LAZY = {
     "read": ("nii.io", "read"),
     "write_hdf5": ("nii.io", "write_hdf5"),
+    "normalize": ("nii.normalize", "normalize"),
+    "normalize_stream": ("nii.normalize", "normalize_stream"),
+    "Detector": ("nii.detect", "Detector"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .detect import Detector
     from .io import read, write_hdf5
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def make_raw(rng: np.random.Generator, e: int = 2, h: int = 24, w: int = 40, *, dtype=np.uint16, scan_id: str = "synthetic"):
+def make_raw(rng: np.random.Generator, e: int = 2, h: int = 24, w: int = 40, *, dtype=np.uint16, scan_id: str = "synthetic", profile: str | None = "dual_kvp_80_140"):
     """A small, physically plausible RawScan: air ~ 30000 counts, dark ~ 200, an absorbing block."""
     from nii import EnergyChannel, RawScan
 
@@ -23,4 +23,5 @@ def make_raw(rng: np.random.Generator, e: int = 2, h: int = 24, w: int = 40, *, 
         dark=dark,
         air=air,
         scan_id=scan_id,
+        profile=profile,
     )

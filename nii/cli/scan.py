@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per input on stdout (no table)")
     p.add_argument(
         "--formats",
-        default="json,png,h5",
-        help="comma-separated outputs per scan: json, png, h5 (default: all)",
+        default=None,
+        help="comma-separated outputs per scan: json, png, h5, tdr (default: all)",
     )
     p.add_argument("--model", default=None, help="detector model folder (default: the shipped model)")
     p.add_argument("--no-detect", action="store_true", help="normalise only, do not run the detector")
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import Pipeline, Result
     from ._common import emit_json, expand_inputs, progress, stderr_console, stdout_console
 
-    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    formats = FORMATS if args.formats is None else tuple(f.strip() for f in args.formats.split(",") if f.strip())
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise InvalidParameterError(f"--formats: unknown {bad}; choose from {', '.join(FORMATS)}")

@@ -37,7 +37,8 @@ import numpy as np
 from .._atomic import atomic_path
 from .._version import __version__
 from ..containers import EnergyChannel, Provenance, RawScan, Scan, Truth
-from ..errors import CorruptFileError, InvalidDataError, InvalidParameterError, NiiError, SizeLimitError
+from ..errors import CorruptFileError, InvalidParameterError, NiiError, SizeLimitError
+from ._common import check_finite, check_references
 
 __all__ = ["FORMAT", "SCHEMA", "sniff", "read", "write"]
 
@@ -192,9 +193,10 @@ def _check_size(shape: tuple[int, ...], max_pixels: int, path: Path, what: str) 
         raise SizeLimitError(f"{what} has {total} samples {tuple(shape)}, above the limit of {max_pixels}", path=path)
 
 
-def _load(g, name: str) -> np.ndarray | None:
+def _load(g, name: str, max_pixels: int, path: Path) -> np.ndarray | None:
     if name not in g:
         return None
+    _check_size(g[name].shape, max_pixels, path, f"{g.name}/{name}")
     return g[name][()]
 
 
@@ -242,14 +244,16 @@ def read(path: Path, *, max_pixels: int, prefer: str = "raw") -> RawScan | Scan:
                     raise CorruptFileError(f"nii-hdf5: /raw/counts must be (E, H, W), got {ds.shape}", path=path)
                 _check_size(ds.shape, max_pixels, path, "/raw/counts")
                 counts = ds[()]
+                refs = {name: _load(g, name, max_pixels, path) for name in ("dark", "air", "air_end")}
+                check_references(refs["dark"], refs["air"], path)
+                if refs["air_end"] is not None:
+                    check_references(refs["dark"], refs["air_end"], path, air_name="air_end")
                 return RawScan(
                     counts=counts,
                     energies=_energies(f.attrs, counts.shape[0], path),
                     pixel_pitch_mm=pitch,
-                    dark=_load(g, "dark"),
-                    air=_load(g, "air"),
-                    air_end=_load(g, "air_end"),
-                    dead_mask=_load(g, "dead_mask"),
+                    **refs,
+                    dead_mask=_load(g, "dead_mask", max_pixels, path),
                     truth=truth,
                     **common,
                 )
@@ -259,7 +263,8 @@ def read(path: Path, *, max_pixels: int, prefer: str = "raw") -> RawScan | Scan:
                 raise CorruptFileError(f"nii-hdf5: /calibrated/attenuation must be (E, H, W), got {ds.shape}", path=path)
             _check_size(ds.shape, max_pixels, path, "/calibrated/attenuation")
             att = ds[()]
-            maps = {name: _load(g, name) for name in _CAL_MAPS}
+            check_finite(att, path, "/calibrated/attenuation")
+            maps = {name: _load(g, name, max_pixels, path) for name in _CAL_MAPS}
             prov = Provenance.from_dict(json.loads(_attr_str(g.attrs, "provenance", "{}") or "{}"))
             cal_pitch = g.attrs.get("pixel_pitch_mm")
             return Scan(

@@ -1,0 +1,12 @@
+"""Preprocessing benchmark: fused Numba normalisation vs plain NumPy vs the memory-copy bound.
+
+Usage: ``python benchmarks/preprocess.py [--channels 2048] [--lines 4096] [--stream-lines 100000]``
+(same as ``nii bench preprocess --json``). Prints JSON.
+"""
+
+import sys
+
+from nii.bench.preprocess import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,71 @@
+"""``nii evaluate``: detection metrics of a model on a labelled folder of scans (or YOLO tiles).
+
+Examples::
+
+    nii evaluate --data data/det-v1/test --json
+    nii evaluate --data data/det-v1/test --model detectors/demo-tiny --far 0.5% --plots out/
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="Pd at image-level FAR, AP50/AP50-95, FROC, PR and confusion plots on labelled scans",
+        description="Run the detector on every labelled scan of a folder (nii HDF5 with /truth, directly or under "
+        "scans/) or on a YOLO folder (images/ + labels/), and report per-class Pd at 1 %% and 5 %% image-level FAR, "
+        "Pd at the operating point, AP50 and AP50-95 (pycocotools), FROC, per input kind and scenario family.",
+    )
+    p.add_argument("--data", required=True, help="labelled folder")
+    p.add_argument("--model", default=None, help="model folder (default: the installed default model)")
+    p.add_argument("--backend", choices=("onnx", "ultralytics"), default="onnx")
+    p.add_argument("--far", default=None, help="operating point, e.g. 1%% or 0.5%% (default: the model's)")
+    p.add_argument("--plots", default=None, help="folder for pr_curve.png and confusion_matrix.png")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON document")
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args) -> int:
+    from ..detect import Detector
+    from ..detect.evaluate import collect, evaluate_records, write_plots
+    from ._common import emit_json, progress, stdout_console
+
+    det = Detector.load(args.model, backend=args.backend)
+    with progress(disable=args.json) as bar:
+        task = bar.add_task("evaluate", total=None)
+
+        def cb(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        records = collect(det, args.data, limit=args.limit, progress=cb)
+    thr = det.thresholds.for_far(args.far)
+    metrics = evaluate_records(records, det.config.classes, thresholds=thr)
+    metrics["model"] = str(det.folder)
+    metrics["model_sha256"] = det.model_hash
+    metrics["operating_far"] = det.thresholds.default_far if args.far is None else args.far
+    if args.plots:
+        metrics["plots"] = [str(p) for p in write_plots(records, det.config.classes, args.plots, thresholds=thr)]
+    if args.json:
+        emit_json(metrics)
+        return 0
+    from rich.table import Table
+
+    con = stdout_console()
+    t = Table(title=f"{det.config.name or det.folder.name} on {args.data}: {metrics['n_images']} images, "
+              f"{metrics['n_negative_images']} negative, far_images {metrics.get('far_images')}")
+    for col in ("class", "objects", "Pd@op", "Pd@1%FAR", "Pd@5%FAR", "AP50", "AP50-95"):
+        t.add_column(col)
+    for c, d in metrics["classes"].items():
+        t.add_row(c, str(d["n_objects"]), *(str(d.get(k)) for k in ("pd_at_operating_point", "pd_at_far_1pct", "pd_at_far_5pct", "ap50", "ap50_95")))
+    con.print(t)
+    for key in ("by_input_kind", "by_scenario_family"):
+        for g, m in metrics.get(key, {}).items():
+            pds = ", ".join(f"{c} {d.get('pd_at_operating_point')}" for c, d in m["classes"].items())
+            con.print(f"{key[3:]} {g or '-'}: {m['n_images']} images, far {m.get('far_images')}; Pd {pds}")
+    return 0

@@ -1,0 +1,85 @@
+"""``nii train``: train a detector from scratch on a ``nii dataset build`` folder and package it.
+
+Example (the full recipe, ~1.5 h on 2 CPU cores; see ``detectors/README.md``)::
+
+    nii train --data data/det-v1 --out detectors/nii-yolo11n-v1 --seed 0 --set-default
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register"]
+
+
+def _far(text: str) -> float:
+    from ..detect.thresholds import parse_far
+    from ..errors import InvalidParameterError
+
+    try:
+        return parse_far(text)
+    except InvalidParameterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train, export, calibrate and package a detector (needs the 'train' extra)",
+        description="Train YOLO11 from scratch (offline, CPU by default) on a dataset built by `nii dataset build`, "
+        "export ONNX, calibrate thresholds on the validation scans, evaluate on the test scans and write a model folder.",
+    )
+    p.add_argument("--data", required=True, help="dataset folder (nii dataset build)")
+    p.add_argument("--out", required=True, help="model folder to write, e.g. detectors/nii-yolo11n-v1")
+    p.add_argument("--model", default="yolo11n", help="architecture scale (yolo11n, yolo11s, yolo11-nano-half, yolo11-pico)")
+    p.add_argument("--imgsz", type=int, default=320, help="input size = tile size (default 320)")
+    p.add_argument("--epochs", type=int, default=18, help="epochs (upper bound under --time-hours; default 18)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-hours", type=float, default=1.35, help="wall-clock cap of the training loop (default 1.35; 0 = none)")
+    p.add_argument("--workers", type=int, default=2, help="data-loader workers")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu; a GPU is optional)")
+    p.add_argument("--far", type=_far, default=0.01, help="default operating point (default 1%%)")
+    p.add_argument("--work-dir", default=None, help="Ultralytics working folder (default: beside --out)")
+    p.add_argument("--set-default", action="store_true", help="write detectors/DEFAULT naming the new model")
+    p.add_argument("--json", action="store_true", help="print the test metrics as JSON")
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args) -> int:
+    import json
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from .._atomic import atomic_write_text
+    from ..detect.training import Recipe, train_model
+    from ._common import emit_json, stderr_console
+
+    recipe = Recipe(
+        model=args.model,
+        imgsz=args.imgsz,
+        epochs=args.epochs,
+        batch=args.batch,
+        seed=args.seed,
+        time_hours=args.time_hours or None,
+        workers=args.workers,
+        device=args.device,
+        default_far=args.far,
+    )
+    con = stderr_console()
+    command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out = train_model(args.data, args.out, recipe=recipe, work_dir=args.work_dir, command=command, progress=lambda s: con.print(s))
+    if args.set_default:
+        atomic_write_text(Path(out).parent / "DEFAULT", Path(out).name + "\n")
+    metrics_path = Path(out) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    if args.json:
+        emit_json({"model": str(out), "metrics": metrics})
+    else:
+        con.print(f"model folder: {out}")
+        for c, d in metrics.get("classes", {}).items():
+            con.print(f"  {c}: Pd@op {d.get('pd_at_operating_point')}  Pd@1%FAR {d.get('pd_at_far_1pct')}  AP50 {d.get('ap50')}")
+        if metrics:
+            con.print(f"  far_images {metrics.get('far_images')}")
+    return 0

@@ -1,0 +1,392 @@
+"""The detector's training data: simulator -> normalised scans -> ``nii-det/1`` tiles (``nii dataset build``).
+
+Layout written under the output folder::
+
+    dataset.json          manifest: command, seeds, classes, pitch, tile size, families, counts
+    data.yaml             Ultralytics dataset file
+    train/images/*.png    encoded tiles (YOLO), train/labels/*.txt, train/index.jsonl
+    val/images, val/labels, val/index.jsonl   tiles of a subset of the validation scans
+    val/scans/*.h5        whole validation scans with truth (threshold calibration)
+    test/scans/*.h5       whole test scans with truth (``nii evaluate``)
+
+Design:
+
+* **Disjoint seeds**: scene ``i`` of split ``s`` uses ``scene_seed(seed, i, s)``; the split name
+  is part of the seed, so no scene repeats across splits.
+* **Held-out family**: scenes of one concealment family (default ``timber``) are generated for
+  the test split only; train and val never see it.
+* **Negatives and confusers**: the scenario mix includes ``negative_confusers`` (bones, shells,
+  PVC, aluminium...) and ``negative_clutter``; other scenarios are target-free 40 % of the time.
+* **Domain randomisation** (train and val): scanner profile (baggage sandwich, dual kVp, cargo),
+  quantum noise (quanta x 0.35-1.5), blur (PSF x 0.7-1.8), scatter (x 0.5-2), gain
+  non-uniformity and drift (x 0.5-2.5), clutter density (x 0.5-1.6) and overlap, and a global
+  attenuation-scale error (+-4 %, calibration drift).
+* **Input kinds**: each scene is encoded as ``dual_energy`` (normaliser output) or, as
+  augmentation, re-read from an 8-bit ``pseudocolor`` rendering (PNG or JPEG) or a
+  ``greyscale`` single-energy rendering through the same decoder the reader uses
+  (:func:`nii.io.rendered.scan_from_8bit`); the test split records the kind of every scan so
+  metrics are reported per input kind.
+* Tiles are cut at the detector pitch with the detector's own tiler; a tile keeps the boxes of
+  objects at least ``min_visible`` visible in it, and tiles without objects are kept with
+  probability ``negative_tile_keep``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidParameterError
+
+__all__ = ["BuildConfig", "build_dataset", "INPUT_KINDS", "DEFAULT_PROFILES", "randomized_profile", "render_as"]
+
+logger = logging.getLogger(__name__)
+
+INPUT_KINDS = ("dual_energy", "pseudocolor", "greyscale")
+DEFAULT_PROFILES = ("baggage_sandwich_140", "dual_kvp_80_140", "cargo_300")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Parameters of ``nii dataset build`` (recorded in ``dataset.json``).
+
+    Parameters
+    ----------
+    n_train, n_val, n_test : int
+        Scenes per split.
+    seed : int
+    pitch_mm : float
+        Detector pitch (mm).
+    tile_size, overlap : int
+        Tile geometry (pixels at the detector pitch).
+    profiles : tuple of str
+        Scanner profiles drawn from (uniformly).
+    profile_weights : tuple of float, optional
+        Relative weights of ``profiles``.
+    held_out_family : str or None
+        Scenario family generated for the test split only.
+    kind_weights : (float, float, float)
+        Probabilities of ``dual_energy``, ``pseudocolor``, ``greyscale`` encodings.
+    randomize : bool
+        Domain randomisation on (train/val; the test split uses it too, with other seeds).
+    negative_tile_keep : float
+        Probability of keeping a train tile without any object.
+    min_visible : float
+        A box is labelled in a tile when at least this fraction of it lies inside.
+    val_tile_scans : int
+        Validation scans also written as tiles (for Ultralytics' own validation).
+    train_target_fraction : float or None
+        Probability that a training scene of a scenario with targets holds one (None: the
+        scenario's own, 0.6); val and test keep the scenarios' natural mix so that their
+        negatives measure the false-alarm rate.
+    workers : int
+        Worker processes.
+    """
+
+    n_train: int = 1000
+    n_val: int = 400
+    n_test: int = 400
+    seed: int = 0
+    pitch_mm: float = 3.0
+    tile_size: int = 320
+    overlap: int = 64
+    profiles: tuple[str, ...] = DEFAULT_PROFILES
+    profile_weights: tuple[float, ...] | None = (0.45, 0.3, 0.25)
+    held_out_family: str | None = "timber"
+    kind_weights: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    randomize: bool = True
+    negative_tile_keep: float = 0.2
+    min_visible: float = 0.4
+    val_tile_scans: int = 120
+    train_target_fraction: float | None = 0.85
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        for k in ("n_train", "n_val", "n_test"):
+            if int(getattr(self, k)) < 0:
+                raise InvalidParameterError(f"{k} must be >= 0, got {getattr(self, k)}")
+        if not (self.pitch_mm > 0):
+            raise InvalidParameterError(f"pitch_mm must be positive, got {self.pitch_mm}")
+        if self.tile_size % 32 or self.tile_size < 64:
+            raise InvalidParameterError(f"tile_size must be a multiple of 32 and >= 64, got {self.tile_size}")
+        if not (0 <= self.overlap < self.tile_size // 2):
+            raise InvalidParameterError(f"overlap must be in [0, tile_size/2), got {self.overlap}")
+        if len(self.kind_weights) != 3 or min(self.kind_weights) < 0 or sum(self.kind_weights) <= 0:
+            raise InvalidParameterError(f"kind_weights must be 3 non-negative numbers, got {self.kind_weights}")
+        if self.profile_weights is not None and len(self.profile_weights) != len(self.profiles):
+            object.__setattr__(self, "profile_weights", None)
+        if self.workers < 1:
+            raise InvalidParameterError(f"workers must be >= 1, got {self.workers}")
+
+
+def randomized_profile(profile: Any, rng: np.random.Generator) -> Any:
+    """A copy of ``profile`` with noise, blur, scatter and gain effects scaled at random."""
+    q = rng.uniform(0.35, 1.5)
+    chans = tuple(dataclasses.replace(c, quanta_per_pixel=c.quanta_per_pixel * q) for c in profile.channel_specs)
+    blur = dataclasses.replace(profile.blur, detector_psf_fwhm_mm=profile.blur.detector_psf_fwhm_mm * rng.uniform(0.7, 1.8))
+    return dataclasses.replace(
+        profile,
+        channel_specs=chans,
+        blur=blur,
+        scatter_fraction=min(0.5, profile.scatter_fraction * rng.uniform(0.5, 2.0)),
+        gain_nonuniformity=profile.gain_nonuniformity * rng.uniform(0.5, 2.5),
+        gain_drift=profile.gain_drift * rng.uniform(0.5, 2.5),
+    )
+
+
+def render_as(scan: Any, kind: str, rng: np.random.Generator) -> Any:
+    """The scan as the reader would recover it from an 8-bit rendering of ``kind``.
+
+    ``pseudocolor``: operator colours (:func:`nii.materials.render_pseudocolor`), PNG or JPEG
+    (quality 70-95) at random; ``greyscale``: ``255 exp(-L_high)``. The result keeps the
+    scan's pitch, truth and metadata (a real screenshot's pitch is unknown; see the limits in
+    the model card).
+    """
+    import cv2
+
+    from ..io.rendered import scan_from_8bit
+    from ..materials import render_pseudocolor
+
+    l_high = np.asarray(scan.attenuation[-1])
+    lossy = bool(rng.random() < 0.5)
+    if kind == "pseudocolor":
+        img = render_pseudocolor(l_high, scan.material)
+    elif kind == "greyscale":
+        img = np.floor(255.0 * np.exp(-np.maximum(l_high, 0.0)) + 0.5).astype(np.uint8)
+    else:
+        raise InvalidParameterError(f"kind must be 'pseudocolor' or 'greyscale', got {kind!r}")
+    if lossy:
+        q = int(rng.integers(70, 96))
+        bgr = img[..., ::-1] if img.ndim == 3 else img
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, q])
+        dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        img = dec[..., ::-1] if dec.ndim == 3 else dec
+    rs = scan_from_8bit(np.ascontiguousarray(img), Path(scan.scan_id or "scan"), meta={"lossy": lossy, "pitch_assumed": False})
+    meta = {**dict(scan.metadata), **dict(rs.metadata), "input_kind": kind}
+    return rs.replace(pixel_pitch_mm=scan.pixel_pitch_mm, truth=scan.truth, metadata=meta, scan_id=scan.scan_id, profile=scan.profile)
+
+
+def _scenario_pool(domain: str, exclude_family: str | None, only_family: str | None) -> tuple[list[str], np.ndarray]:
+    from ..sim.scenes import MIXED_WEIGHTS, SCENARIOS
+
+    names = [
+        n
+        for n, s in SCENARIOS.items()
+        if n != "mixed" and domain in s.domains and (exclude_family is None or s.family != exclude_family) and (only_family is None or s.family == only_family)
+    ]
+    w = np.array([MIXED_WEIGHTS.get(n, 1.0) for n in names], np.float64)
+    return names, w / w.sum()
+
+
+def _job(args: tuple[BuildConfig, str, int, str]) -> list[dict[str, Any]]:
+    """Generate scene ``index`` of ``split`` and write its outputs; return index records."""
+    cfg, split, index, root = args
+    try:
+        return _make_scene(cfg, split, index, Path(root))
+    except Exception as exc:  # a failing scene must not stop a long build; it is reported
+        logger.exception("scene %s/%d failed", split, index)
+        return [{"split": split, "scene": index, "error": f"{type(exc).__name__}: {exc}"}]
+
+
+def _make_scene(cfg: BuildConfig, split: str, index: int, root: Path) -> list[dict[str, Any]]:
+    from ..detect.detector import tile_origins
+    from ..io import write_hdf5
+    from ..normalize import detector_input, normalize
+    from ..profiles import load_profile
+    from ..sim.imaging import form_image
+    from ..sim.scenes import SCENARIOS, compose_scene, profile_domain, scene_seed
+    from .yolo import write_tile
+
+    ss = scene_seed(cfg.seed, index, "nii-dataset", split)
+    rng = np.random.default_rng(ss)
+    pw = None if cfg.profile_weights is None else np.asarray(cfg.profile_weights, np.float64) / sum(cfg.profile_weights)
+    prof = load_profile(cfg.profiles[int(rng.choice(len(cfg.profiles), p=pw))])
+    domain = profile_domain(prof)
+    held = cfg.held_out_family
+    if split == "test" and held and rng.random() < 0.2:
+        names, w = _scenario_pool(domain, None, held)
+        if not names:
+            names, w = _scenario_pool(domain, held, None)
+    else:
+        names, w = _scenario_pool(domain, held, None)
+    scenario = names[int(rng.choice(len(names), p=w))]
+    sc_def = SCENARIOS[scenario]
+    kw: dict[str, Any] = {}
+    if cfg.randomize:
+        kw["clutter_density"] = float(np.clip(sc_def.clutter_density * rng.uniform(0.5, 1.6), 0, 50))
+        kw["overlap"] = float(np.clip(sc_def.overlap + rng.uniform(-0.2, 0.3), 0, 1))
+    if split == "train" and cfg.train_target_fraction is not None and sc_def.targets:
+        kw["target_fraction"] = float(cfg.train_target_fraction)
+    scene = compose_scene(scenario, prof, ss, **kw)
+    sim_prof = randomized_profile(prof, rng) if cfg.randomize else prof
+    scan_id = f"{split}_{index:06d}"
+    meta = {
+        "scenario": scene.scenario,
+        "family": scene.metadata.get("family", ""),
+        "domain": domain,
+        "split": split,
+        "scene_index": index,
+        "dataset_seed": cfg.seed,
+        "confusers": scene.metadata.get("confusers", []),
+    }
+    raw = form_image(scene.stack, sim_prof, seed=rng, scan_id=scan_id, truth=scene.truth, metadata=meta)
+    kind = INPUT_KINDS[int(rng.choice(3, p=np.asarray(cfg.kind_weights) / sum(cfg.kind_weights)))]
+    records: list[dict[str, Any]] = []
+    base = {"scene": index, "scan_id": scan_id, "scenario": scene.scenario, "family": meta["family"], "profile": prof.id, "kind": kind,
+            "n_objects": len(scene.truth), "classes": list(scene.truth.classes)}
+    if split in ("val", "test"):
+        (root / split / "scans").mkdir(parents=True, exist_ok=True)
+        if kind == "dual_energy":
+            write_hdf5(raw.replace(metadata={**meta, "input_kind": kind}), root / split / "scans" / f"{scan_id}.h5")
+        else:
+            full = normalize(raw)
+            write_hdf5(render_as(full, kind, rng), root / split / "scans" / f"{scan_id}.h5")
+        records.append({**base, "file": f"{split}/scans/{scan_id}.h5"})
+        if split == "test" or index >= cfg.val_tile_scans:
+            return records
+    # tiles at the detector pitch
+    scan = normalize(raw, pitch_mm=cfg.pitch_mm)
+    if cfg.randomize:
+        scan = scan.replace(attenuation=(scan.attenuation * np.float32(rng.uniform(0.96, 1.04))).astype(np.float32))
+    if kind != "dual_energy":
+        scan = render_as(scan, kind, rng)
+    enc = np.asarray(detector_input(scan))
+    boxes = np.asarray(scan.truth.boxes if scan.truth is not None else np.zeros((0, 4)), np.float64).reshape(-1, 4)
+    cls = [TRUTH_INDEX[c] for c in (scan.truth.classes if scan.truth is not None else ())]
+    t = cfg.tile_size
+    h, w = enc.shape[:2]
+    ph, pw_ = max(h, t), max(w, t)
+    if (ph, pw_) != (h, w):
+        pad = np.zeros((ph, pw_, enc.shape[2]), np.uint8)
+        pad[:h, :w] = enc
+        enc = pad
+    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6)
+    n_tiles = 0
+    for y in tile_origins(ph, tile=t, overlap=cfg.overlap):
+        for x in tile_origins(pw_, tile=t, overlap=cfg.overlap):
+            cb = boxes.copy()
+            cb[:, [0, 2]] = np.clip(cb[:, [0, 2]] - x, 0, t)
+            cb[:, [1, 3]] = np.clip(cb[:, [1, 3]] - y, 0, t)
+            vis = (cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1]) / area
+            keep = vis >= cfg.min_visible
+            partial = (vis > 0.02) & ~keep
+            tile = enc[y : y + t, x : x + t]
+            if not np.any(tile):
+                continue
+            if not keep.any() and (partial.any() or rng.random() >= cfg.negative_tile_keep):
+                continue  # skip empty tiles mostly, and tiles that only show fragments (ambiguous labels)
+            name = f"{scan_id}_{int(y):04d}_{int(x):04d}"
+            write_tile(root / split / "images" / f"{name}.png", root / split / "labels" / f"{name}.txt", tile, cb[keep], [cls[i] for i in np.flatnonzero(keep)])
+            records.append({**base, "id": name, "tile": [int(y), int(x)], "n_boxes": int(keep.sum())})
+            n_tiles += 1
+    if not n_tiles:
+        records.append({**base, "id": None, "note": "no tile kept"})
+    return records
+
+
+TRUTH_INDEX = {"ivory": 0, "ivory_worked": 1, "pangolin_scales": 2, "rhino_horn": 3}
+
+
+def build_dataset(
+    out: str | os.PathLike,
+    config: BuildConfig,
+    *,
+    command: str = "",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Path:
+    """Build the dataset under ``out`` (see the module docstring); return the folder."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .._atomic import atomic_write_text
+    from ..sim.phantoms import TRUTH_CLASSES
+    from ..sim.scenes import FAMILIES
+    from .yolo import write_data_yaml
+
+    if tuple(TRUTH_CLASSES) != tuple(TRUTH_INDEX):
+        raise InvalidParameterError(f"simulator classes {TRUTH_CLASSES} differ from the builder's {tuple(TRUTH_INDEX)}")
+    if config.held_out_family is not None and config.held_out_family not in FAMILIES:
+        raise InvalidParameterError(f"held_out_family must be one of {sorted(FAMILIES)}, got {config.held_out_family!r}")
+    root = Path(out)
+    for split in ("train", "val"):
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "labels").mkdir(parents=True, exist_ok=True)
+    (root / "test").mkdir(parents=True, exist_ok=True)
+    counts: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    for split, n in (("train", config.n_train), ("val", config.n_val), ("test", config.n_test)):
+        jobs = [(config, split, i, str(root)) for i in range(n)]
+        recs: list[dict[str, Any]] = []
+        if config.workers > 1 and n > 1:
+            with ProcessPoolExecutor(max_workers=config.workers) as ex:
+                for k, r in enumerate(ex.map(_job, jobs, chunksize=4)):
+                    recs.extend(r)
+                    if progress:
+                        progress(split, k + 1, n)
+        else:
+            for k, j in enumerate(jobs):
+                recs.extend(_job(j))
+                if progress:
+                    progress(split, k + 1, n)
+        errors += [r for r in recs if "error" in r]
+        recs = [r for r in recs if "error" not in r]
+        tiles = [r for r in recs if r.get("id")]
+        scans = [r for r in recs if r.get("file")]
+        if tiles:
+            atomic_write_text(root / split / "index.jsonl", "".join(json.dumps(r) + "\n" for r in tiles))
+        if scans:
+            atomic_write_text(root / split / "scans.jsonl", "".join(json.dumps(r) + "\n" for r in scans))
+        per_class = {c: 0 for c in TRUTH_INDEX}
+        for r in scans or {r["scene"]: r for r in recs}.values():
+            for c in r["classes"]:
+                per_class[c] += 1
+        src = scans or list({r["scene"]: r for r in recs}.values())
+        counts[split] = {
+            "scenes": n,
+            "tiles": len(tiles),
+            "tiles_with_objects": sum(1 for r in tiles if r.get("n_boxes")),
+            "scans_written": len(scans),
+            "negative_scenes": sum(1 for r in src if r["n_objects"] == 0),
+            "objects_per_class": per_class,
+            "by_family": _count(src, "family"),
+            "by_kind": _count(src, "kind"),
+            "by_profile": _count(src, "profile"),
+        }
+    write_data_yaml(root, tuple(TRUTH_INDEX), splits={"train": "train/images", "val": "val/images"})
+    manifest = {
+        "schema": "nii-dataset/1",
+        "name": root.name,
+        "kind": "simulated",
+        "classes": list(TRUTH_INDEX),
+        "encoding": "nii-det/1",
+        "pitch_mm": config.pitch_mm,
+        "tile_size": config.tile_size,
+        "overlap": config.overlap,
+        "seeds": {"base": config.seed, "scene_seed": "nii.sim.scenes.scene_seed(seed, index, 'nii-dataset', split)"},
+        "held_out_families": [config.held_out_family] if config.held_out_family else [],
+        "train_families": sorted(f for f in FAMILIES if f not in (config.held_out_family, "mixed")),
+        "input_kinds": dict(zip(INPUT_KINDS, config.kind_weights)),
+        "profiles": list(config.profiles),
+        "config": dataclasses.asdict(config),
+        "counts": counts,
+        "errors": errors[:50],
+        "n_errors": len(errors),
+        "command": command or "nii dataset build " + " ".join(sys.argv[3:]),
+    }
+    atomic_write_text(root / "dataset.json", json.dumps(manifest, indent=1) + "\n")
+    return root
+
+
+def _count(recs: Sequence[dict[str, Any]], key: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in recs:
+        out[str(r.get(key))] = out.get(str(r.get(key)), 0) + 1
+    return dict(sorted(out.items()))

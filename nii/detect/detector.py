@@ -1,0 +1,738 @@
+"""Tiled object detection on normalised scans: :class:`Detector`.
+
+A model folder (``detectors/<name>/``) holds:
+
+``model.onnx``
+    The network (Ultralytics YOLO export; output ``(N, 4 + nc, anchors)``: centre x, centre y,
+    width, height in input pixels, then per-class sigmoid scores).
+``model.pt`` (optional)
+    The same network for the Ultralytics backend.
+``config.json``
+    Classes, input encoding (``nii-det/1``), detector pitch in mm, tile size, tile overlap,
+    input channels, NMS IoU.
+``thresholds.json``
+    Per-class confidence thresholds calibrated to image-level false-alarm rates
+    (:mod:`nii.detect.thresholds`).
+``SHA256SUMS``
+    ``<sha256>  <file>`` per file; every listed file is verified when the folder is loaded.
+
+Inference resamples the scan to the detector pitch and encodes it (``nii.normalize.detector_input``),
+cuts it into overlapping square tiles (zero padding = air), runs the tiles in batches, decodes all
+outputs at once (vectorised), applies class-aware NMS (``cv2.dnn.NMSBoxesBatched``) over all tiles
+together, merges the fragments of objects cut by a tile seam, and maps the boxes back to the scan's
+own pixel frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..containers import Scan
+from ..encoding import ENCODING
+from ..errors import FileAccessError, InvalidDataError, InvalidParameterError, ModelError
+from .types import ORIGIN_YOLO, Detection
+
+__all__ = [
+    "Detector",
+    "ModelConfig",
+    "RawDetections",
+    "tile_origins",
+    "decode_outputs",
+    "nms_class_aware",
+    "merge_tile_fragments",
+    "verify_model_folder",
+    "resolve_model_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+_BACKENDS = ("auto", "onnx", "ultralytics")
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration and model folder
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Content of a model folder's ``config.json``.
+
+    Parameters
+    ----------
+    classes : tuple of str
+        Class names in model output order.
+    encoding : str
+        Detector input encoding the model was trained on (``"nii-det/1"``).
+    pitch_mm : float
+        Pixel pitch (mm, both axes) at which scans are resampled before detection.
+    tile_size : int
+        Square tile side in pixels (= the network input size).
+    overlap : int
+        Overlap of neighbouring tiles in pixels.
+    input_channels : int
+        Channels of the network input (3 for ``nii-det/1``).
+    nms_iou : float
+        IoU above which NMS suppresses a box of the same class.
+    min_conf : float
+        Lowest score kept by the decoder (candidates for threshold calibration and evaluation).
+    name : str
+        Model name.
+    """
+
+    classes: tuple[str, ...]
+    encoding: str = ENCODING
+    pitch_mm: float = 3.0
+    tile_size: int = 320
+    overlap: int = 64
+    input_channels: int = 3
+    nms_iou: float = 0.5
+    min_conf: float = 0.01
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        classes = tuple(str(c) for c in self.classes)
+        if not classes or len(set(classes)) != len(classes):
+            raise ModelError(f"config.json: classes must be a non-empty list of unique names, got {self.classes!r}")
+        object.__setattr__(self, "classes", classes)
+        if self.encoding != ENCODING:
+            raise ModelError(f"config.json: encoding {self.encoding!r} is not supported (this nii reads {ENCODING!r})")
+        if not (float(self.pitch_mm) > 0 and math.isfinite(float(self.pitch_mm))):
+            raise ModelError(f"config.json: pitch_mm must be positive, got {self.pitch_mm!r}")
+        ts, ov = int(self.tile_size), int(self.overlap)
+        if ts < 32 or ts % 32:
+            raise ModelError(f"config.json: tile_size must be a multiple of 32 (>= 32), got {self.tile_size!r}")
+        if not (0 <= ov < ts // 2 + 1):
+            raise ModelError(f"config.json: overlap must be in [0, tile_size/2], got {self.overlap!r}")
+        if int(self.input_channels) not in (1, 3):
+            raise ModelError(f"config.json: input_channels must be 1 or 3, got {self.input_channels!r}")
+        if not (0.0 < float(self.nms_iou) < 1.0):
+            raise ModelError(f"config.json: nms_iou must be in (0, 1), got {self.nms_iou!r}")
+        object.__setattr__(self, "pitch_mm", float(self.pitch_mm))
+        object.__setattr__(self, "tile_size", ts)
+        object.__setattr__(self, "overlap", ov)
+        object.__setattr__(self, "input_channels", int(self.input_channels))
+        object.__setattr__(self, "nms_iou", float(self.nms_iou))
+        object.__setattr__(self, "min_conf", float(self.min_conf))
+
+    @property
+    def nc(self) -> int:
+        return len(self.classes)
+
+    _KEYS = ("classes", "encoding", "pitch_mm", "tile_size", "overlap", "input_channels", "nms_iou", "min_conf", "name")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(d, dict) or "classes" not in d:
+            raise ModelError("config.json: expected an object with at least 'classes'")
+        known = {k: d[k] for k in cls._KEYS if k in d}
+        extra = {k: v for k, v in d.items() if k not in cls._KEYS}
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self._KEYS}
+        d["classes"] = list(self.classes)
+        d.update(self.extra)
+        return d
+
+
+def resolve_model_dir(path: str | os.PathLike | None) -> Path:
+    """Return the model folder: ``path``, or the default named in ``detectors/DEFAULT``.
+
+    Raises
+    ------
+    ModelError
+        If ``path`` is not a folder, or no default model is installed.
+    """
+    if path is not None:
+        p = Path(path).expanduser()
+        if p.is_file() and p.name in ("model.onnx", "model.pt", "config.json"):
+            p = p.parent
+        if not p.is_dir():
+            # a bare name: look it up among the shipped detectors
+            try:
+                from .._assets import asset_dir
+
+                cand = asset_dir("detectors") / str(path)
+            except FileAccessError:
+                cand = None
+            if cand is None or not cand.is_dir():
+                raise ModelError("model folder not found", path=p)
+            p = cand
+        return p
+    from .._assets import asset_dir
+
+    try:
+        root = asset_dir("detectors")
+    except FileAccessError as exc:
+        raise ModelError(f"no detectors folder: {exc.reason}") from exc
+    default = root / "DEFAULT"
+    if not default.is_file():
+        raise ModelError(
+            "no default detector model is installed (detectors/DEFAULT is missing); train one with "
+            "`nii train` (see detectors/README.md) or pass a model folder explicitly",
+            path=root,
+        )
+    name = default.read_text(encoding="utf-8").strip()
+    p = root / name
+    if not name or not p.is_dir():
+        raise ModelError(f"detectors/DEFAULT names {name!r}, which is not a model folder", path=default)
+    return p
+
+
+def verify_model_folder(folder: str | os.PathLike) -> dict[str, str]:
+    """Check every file listed in ``SHA256SUMS``; return ``{file: sha256}``.
+
+    Raises
+    ------
+    ModelError
+        If ``SHA256SUMS`` is missing or malformed, a listed file is missing, a hash differs, or
+        ``model.onnx``/``config.json``/``thresholds.json`` are not listed.
+    """
+    from .._assets import sha256_file
+
+    folder = Path(folder)
+    sums = folder / "SHA256SUMS"
+    if not sums.is_file():
+        raise ModelError("SHA256SUMS is missing: the model folder cannot be verified", path=folder)
+    listed: dict[str, str] = {}
+    for n, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or len(parts[0]) != 64:
+            raise ModelError(f"line {n} is not '<sha256>  <file>'", path=sums)
+        listed[parts[1].lstrip("*")] = parts[0].lower()
+    for required in ("model.onnx", "config.json", "thresholds.json"):
+        if required not in listed:
+            raise ModelError(f"{required} is not listed in SHA256SUMS", path=sums)
+    for name, digest in listed.items():
+        f = folder / name
+        if not f.is_file():
+            raise ModelError(f"{name} is listed in SHA256SUMS but missing", path=folder)
+        actual = sha256_file(f)
+        if actual != digest:
+            raise ModelError(f"SHA-256 mismatch: expected {digest}, got {actual}", path=f)
+    return listed
+
+
+def write_sha256sums(folder: str | os.PathLike, names: Iterable[str] | None = None) -> Path:
+    """(Re)write ``SHA256SUMS`` for ``names`` (default: every regular file except itself)."""
+    from .._assets import sha256_file
+    from .._atomic import atomic_write_text
+
+    folder = Path(folder)
+    if names is None:
+        names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "SHA256SUMS" and not p.name.startswith("."))
+    lines = [f"{sha256_file(folder / n)}  {n}" for n in names]
+    return atomic_write_text(folder / "SHA256SUMS", "\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# array functions: tiling, decode, NMS, seam merge
+# ----------------------------------------------------------------------------------------------
+
+
+def tile_origins(length: int, *, tile: int, overlap: int) -> np.ndarray:
+    """Start offsets of tiles covering ``[0, length)`` with at least ``overlap`` pixels of overlap.
+
+    Tiles are spread evenly; the first starts at 0 and the last ends at ``length`` (a single tile
+    at 0 if ``length <= tile``; the caller pads).
+
+    Examples
+    --------
+    >>> tile_origins(100, tile=320, overlap=64).tolist()
+    [0]
+    >>> tile_origins(600, tile=320, overlap=64).tolist()
+    [0, 280]
+    """
+    if tile <= 0 or not (0 <= overlap < tile):
+        raise InvalidParameterError(f"need tile > 0 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+    if length <= tile:
+        return np.zeros(1, dtype=np.int64)
+    n = int(math.ceil((length - overlap) / (tile - overlap)))
+    return np.round(np.linspace(0, length - tile, n)).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class RawDetections:
+    """Decoded candidates in the frame of the encoded image (detector pitch).
+
+    ``boxes`` (K, 4) float32 xyxy, ``scores`` (K,), ``class_ids`` (K,) int, ``truncated`` (K,) bool
+    (box touches a seam of its tile), ``tile`` (K,) int (tile index).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    truncated: np.ndarray
+    tile: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @classmethod
+    def empty(cls) -> "RawDetections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int64))
+
+    def take(self, idx: np.ndarray) -> "RawDetections":
+        return RawDetections(self.boxes[idx], self.scores[idx], self.class_ids[idx], self.truncated[idx], self.tile[idx])
+
+
+def decode_outputs(
+    out: np.ndarray,
+    *,
+    offsets: np.ndarray,
+    tile: int,
+    image_hw: tuple[int, int],
+    conf: float,
+    seam_px: float = 2.0,
+) -> RawDetections:
+    """Decode a batch of YOLO outputs ``(N, 4 + nc, A)`` into image-frame candidates, vectorised.
+
+    Parameters
+    ----------
+    out : ndarray (N, 4 + nc, A)
+        Raw network output per tile (cx, cy, w, h in tile pixels, then class scores).
+    offsets : ndarray (N, 2) int
+        ``(y0, x0)`` of each tile in the (padded) image.
+    tile : int
+        Tile side.
+    image_hw : (int, int)
+        Size of the unpadded image; boxes are clipped to it.
+    conf : float
+        Keep candidates whose best class score is at least this.
+    seam_px : float
+        A box edge closer than this to a tile border that lies inside the image marks the box
+        as truncated (cut by a seam).
+    """
+    out = np.asarray(out, dtype=np.float32)
+    if out.ndim != 3 or out.shape[1] < 5:
+        raise ModelError(f"model output must be (N, 4 + nc, anchors), got {out.shape}")
+    n = out.shape[0]
+    offsets = np.asarray(offsets, dtype=np.float32).reshape(n, 2)
+    pred = out.transpose(0, 2, 1)  # (N, A, 4 + nc)
+    cls_scores = pred[..., 4:]
+    cls_id = cls_scores.argmax(axis=-1)
+    score = np.take_along_axis(cls_scores, cls_id[..., None], axis=-1)[..., 0]
+    ti, ai = np.nonzero(score >= conf)
+    if ti.size == 0:
+        return RawDetections.empty()
+    p = pred[ti, ai, :4]
+    half = p[:, 2:4] * 0.5
+    xyxy = np.concatenate([p[:, 0:2] - half, p[:, 0:2] + half], axis=1)
+    np.clip(xyxy, 0.0, float(tile), out=xyxy)
+    oy, ox = offsets[ti, 0], offsets[ti, 1]
+    h, w = image_hw
+    # interior tile borders: a border is a seam unless it coincides with the image border
+    left_seam = ox > 0
+    top_seam = oy > 0
+    right_seam = ox + tile < w
+    bottom_seam = oy + tile < h
+    truncated = (
+        (left_seam & (xyxy[:, 0] <= seam_px))
+        | (top_seam & (xyxy[:, 1] <= seam_px))
+        | (right_seam & (xyxy[:, 2] >= tile - seam_px))
+        | (bottom_seam & (xyxy[:, 3] >= tile - seam_px))
+    )
+    xyxy[:, [0, 2]] += ox[:, None]
+    xyxy[:, [1, 3]] += oy[:, None]
+    xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0.0, float(w))
+    xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0.0, float(h))
+    keep = (xyxy[:, 2] - xyxy[:, 0] > 0.5) & (xyxy[:, 3] - xyxy[:, 1] > 0.5)
+    return RawDetections(
+        xyxy[keep].astype(np.float32),
+        score[ti, ai][keep].astype(np.float32),
+        cls_id[ti, ai][keep].astype(np.int64),
+        truncated[keep],
+        ti[keep].astype(np.int64),
+    )
+
+
+def nms_class_aware(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, *, iou: float, conf: float = 0.0) -> np.ndarray:
+    """Indices kept by class-aware NMS (``cv2.dnn.NMSBoxesBatched``), by decreasing score."""
+    import cv2
+
+    if len(scores) == 0:
+        return np.zeros(0, dtype=np.int64)
+    xywh = np.asarray(boxes, dtype=np.float32).copy()
+    xywh[:, 2:] -= xywh[:, :2]
+    keep = cv2.dnn.NMSBoxesBatched(xywh, np.asarray(scores, np.float32), np.asarray(class_ids, np.int32), float(conf), float(iou))
+    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    return keep[np.argsort(-np.asarray(scores)[keep], kind="stable")]
+
+
+def _pairwise_inter(b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ix = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    return ix, iy, ix * iy
+
+
+def _iou_1d(a0: np.ndarray, a1: np.ndarray) -> np.ndarray:
+    lo = np.maximum(a0[:, None], a0[None, :])
+    hi = np.minimum(a1[:, None], a1[None, :])
+    inter = np.clip(hi - lo, 0, None)
+    union = np.maximum(a1[:, None], a1[None, :]) - np.minimum(a0[:, None], a0[None, :])
+    return inter / np.maximum(union, 1e-6)
+
+
+def merge_tile_fragments(raw: RawDetections, *, contain: float = 0.7, extent_iou: float = 0.5) -> RawDetections:
+    """Merge boxes of one object that different tiles reported separately.
+
+    Two boxes of the same class from different tiles are joined (union box, highest score) when at
+    least one is truncated by a seam and either (a) the truncated one lies mostly inside the
+    other (intersection / its area >= ``contain``) or (b) they overlap and their extents across
+    the seam agree (1-D IoU >= ``extent_iou`` along x or y). Groups are the connected components
+    of that relation, so an object spanning many tiles becomes one box.
+    """
+    k = len(raw)
+    if k < 2 or not raw.truncated.any():
+        return raw
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    b = raw.boxes.astype(np.float64)
+    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-6)
+    _, _, inter = _pairwise_inter(b)
+    same = (raw.class_ids[:, None] == raw.class_ids[None, :]) & (raw.tile[:, None] != raw.tile[None, :])
+    trunc_any = raw.truncated[:, None] | raw.truncated[None, :]
+    contained = (inter / area[:, None] >= contain) & raw.truncated[:, None]
+    contained = contained | contained.T
+    extent = np.maximum(_iou_1d(b[:, 0], b[:, 2]), _iou_1d(b[:, 1], b[:, 3])) >= extent_iou
+    link = same & trunc_any & (inter > 0) & (contained | extent)
+    np.fill_diagonal(link, False)
+    if not link.any():
+        return raw
+    n_comp, labels = connected_components(csr_matrix(link), directed=False)
+    boxes = np.empty((n_comp, 4), np.float32)
+    scores = np.full(n_comp, -1.0, np.float32)
+    order = np.argsort(labels, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(labels[order])) + 1]
+    lab_sorted = labels[order]
+    boxes[lab_sorted[starts], 0] = np.minimum.reduceat(b[order, 0], starts)
+    boxes[lab_sorted[starts], 1] = np.minimum.reduceat(b[order, 1], starts)
+    boxes[lab_sorted[starts], 2] = np.maximum.reduceat(b[order, 2], starts)
+    boxes[lab_sorted[starts], 3] = np.maximum.reduceat(b[order, 3], starts)
+    scores[lab_sorted[starts]] = np.maximum.reduceat(raw.scores[order], starts)
+    # representative member: the highest-scoring box of each group
+    best = np.zeros(n_comp, np.int64)
+    rank = np.lexsort((-raw.scores, labels))
+    first = np.r_[0, np.flatnonzero(np.diff(labels[rank])) + 1]
+    best[labels[rank[first]]] = rank[first]
+    size = np.bincount(labels, minlength=n_comp)
+    truncated = raw.truncated[best] & (size == 1)
+    return RawDetections(boxes, scores, raw.class_ids[best], truncated, raw.tile[best])
+
+
+# ----------------------------------------------------------------------------------------------
+# backends
+# ----------------------------------------------------------------------------------------------
+
+
+class _OnnxBackend:
+    """onnxruntime session; ``__call__(batch NCHW float32) -> (N, 4 + nc, A)``."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, *, threads: int | None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - core dependency
+            raise ModelError("onnxruntime is not installed") from exc
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads) if threads else max(1, min(2, os.cpu_count() or 1))
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"onnxruntime cannot load the model: {exc}", path=path) from exc
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        b = inp.shape[0]
+        self.fixed_batch = b if isinstance(b, int) and b > 0 else None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.fixed_batch is None or self.fixed_batch == batch.shape[0]:
+            return np.asarray(self.session.run(None, {self.input_name: batch})[0])
+        fb = self.fixed_batch
+        outs = []
+        for i in range(0, batch.shape[0], fb):
+            chunk = batch[i : i + fb]
+            pad = fb - chunk.shape[0]
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+            outs.append(np.asarray(self.session.run(None, {self.input_name: chunk})[0])[: fb - pad])
+        return np.concatenate(outs)
+
+
+# ----------------------------------------------------------------------------------------------
+# the detector
+# ----------------------------------------------------------------------------------------------
+
+
+class Detector:
+    """A loaded detector model folder.
+
+    Use :meth:`load`; then :meth:`detect` on a normalised :class:`~nii.containers.Scan`.
+
+    Parameters
+    ----------
+    folder : Path
+        The verified model folder.
+    config : ModelConfig
+    thresholds : nii.detect.thresholds.Thresholds
+    backend : object
+        Callable mapping a ``(N, C, T, T)`` float32 batch in [0, 1] to ``(N, 4 + nc, A)``.
+    model_hash : str
+        SHA-256 of the network file used.
+    """
+
+    def __init__(self, folder: Path, config: ModelConfig, thresholds: Any, backend: Any, model_hash: str, *, batch_size: int = 8) -> None:
+        self.folder = Path(folder)
+        self.config = config
+        self.thresholds = thresholds
+        self.backend = backend
+        self.model_hash = model_hash
+        self.batch_size = int(batch_size)
+
+    def __repr__(self) -> str:
+        return f"Detector({self.config.name or self.folder.name!r}, backend={self.backend.name!r}, classes={list(self.config.classes)})"
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike | None = None,
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 8,
+        verify: bool = True,
+    ) -> "Detector":
+        """Load a model folder (default: the installed default model) and verify its hashes.
+
+        Parameters
+        ----------
+        path : path or None
+            Model folder, a file inside it, or the name of a folder under ``detectors/``;
+            None for the default model (``detectors/DEFAULT``).
+        backend : {"auto", "onnx", "ultralytics"}
+            ``auto`` and ``onnx`` run ``model.onnx`` with onnxruntime (no torch needed);
+            ``ultralytics`` runs ``model.pt`` through the Ultralytics adapter (``train`` extra).
+            A path ending in ``.pt`` selects the Ultralytics backend.
+        threads : int, optional
+            onnxruntime intra-op threads (default: min(2, CPUs)).
+        batch_size : int
+            Tiles per network call.
+        verify : bool
+            Check ``SHA256SUMS`` (always on in production; tests of the check itself turn it off).
+        """
+        from .thresholds import Thresholds
+
+        if backend not in _BACKENDS:
+            raise InvalidParameterError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        if path is not None and str(path).endswith(".pt"):
+            backend = "ultralytics"
+        folder = resolve_model_dir(path)
+        sums = verify_model_folder(folder) if verify else {}
+        try:
+            cfg_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"config.json unreadable: {exc}", path=folder / "config.json") from exc
+        config = ModelConfig.from_dict(cfg_dict)
+        thresholds = Thresholds.load(folder / "thresholds.json", classes=config.classes)
+        if batch_size < 1:
+            raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
+        if backend == "ultralytics":
+            pt = folder / "model.pt"
+            if not pt.is_file():
+                raise ModelError("model.pt is missing: the Ultralytics backend needs it", path=folder)
+            if verify and "model.pt" not in sums:
+                raise ModelError("model.pt is not listed in SHA256SUMS", path=folder)
+            from ._ultralytics import TorchBackend
+
+            be: Any = TorchBackend(pt, config=config)
+            model_file = pt
+        else:
+            model_file = folder / "model.onnx"
+            be = _OnnxBackend(model_file, threads=threads)
+        from .._assets import sha256_file
+
+        digest = sums.get(model_file.name) or sha256_file(model_file)
+        return cls(folder, config, thresholds, be, digest, batch_size=batch_size)
+
+    # -- encoded-image level ---------------------------------------------------------------
+
+    def _tiles(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = self.config.tile_size
+        h, w = image.shape[:2]
+        ph, pw = max(h, t), max(w, t)
+        if (ph, pw) != (h, w):
+            padded = np.zeros((ph, pw, image.shape[2]), dtype=image.dtype)  # 0 = air in nii-det/1
+            padded[:h, :w] = image
+            image = padded
+        ys = tile_origins(ph, tile=t, overlap=self.config.overlap)
+        xs = tile_origins(pw, tile=t, overlap=self.config.overlap)
+        offsets = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+        # (N, T, T, C) view-free gather, then NCHW float32 in [0, 1]
+        tiles = np.stack([image[y : y + t, x : x + t] for y, x in offsets])
+        return tiles, offsets
+
+    def infer_image(self, image: np.ndarray, *, conf: float | None = None, merge: bool = True) -> RawDetections:
+        """Detect on an encoded image (``uint8 (H, W, C)`` at the detector pitch).
+
+        Returns candidates above ``conf`` (default: the model's ``min_conf``) after class-aware NMS
+        over all tiles and seam-fragment merging, in the image's pixel frame.
+        """
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.ndim != 3 or image.dtype != np.uint8:
+            raise InvalidDataError(f"detector input must be uint8 (H, W, C), got {image.dtype} {image.shape}")
+        if image.shape[2] != self.config.input_channels:
+            raise InvalidDataError(f"detector input has {image.shape[2]} channels, the model expects {self.config.input_channels}")
+        conf = self.config.min_conf if conf is None else float(conf)
+        h, w = image.shape[:2]
+        tiles, offsets = self._tiles(image)
+        outs = []
+        for i in range(0, tiles.shape[0], self.batch_size):
+            batch = np.ascontiguousarray(tiles[i : i + self.batch_size].transpose(0, 3, 1, 2), dtype=np.float32)
+            batch *= np.float32(1.0 / 255.0)
+            outs.append(self.backend(batch))
+        out = np.concatenate(outs)
+        if out.shape[1] != 4 + self.config.nc:
+            raise ModelError(f"model output has {out.shape[1] - 4} classes, config.json lists {self.config.nc}", path=self.folder)
+        raw = decode_outputs(out, offsets=offsets, tile=self.config.tile_size, image_hw=(h, w), conf=conf)
+        keep = nms_class_aware(raw.boxes, raw.scores, raw.class_ids, iou=self.config.nms_iou)
+        raw = raw.take(keep)
+        if merge:
+            raw = merge_tile_fragments(raw)
+            keep = nms_class_aware(raw.boxes, raw.scores, raw.class_ids, iou=self.config.nms_iou)
+            raw = raw.take(keep)
+        return raw
+
+    # -- scan level ------------------------------------------------------------------------
+
+    def encode(self, scan: Scan) -> np.ndarray:
+        """The scan in the model's input encoding at the detector pitch (``nii.normalize.detector_input``).
+
+        Rendered scans (screenshots), whose material classes cannot be averaged, are encoded at
+        their own pitch and then resized: area average for the attenuation channels, nearest
+        neighbour for the Zeff channel.
+        """
+        if not isinstance(scan, Scan):
+            raise InvalidParameterError(f"detect() needs a normalised nii.Scan, got {type(scan).__name__}")
+        from ..normalize import detector_input
+
+        fy, fx = self._factors(scan)
+        same = abs(fy - 1.0) < 1e-9 and abs(fx - 1.0) < 1e-9
+        if scan.rendered and not same:
+            import cv2
+
+            enc = np.asarray(detector_input(scan))
+            _, h, w = scan.shape
+            size = (max(1, int(np.floor(w / fx + 1e-9))), max(1, int(np.floor(h / fy + 1e-9))))
+            out = cv2.resize(enc, size, interpolation=cv2.INTER_AREA)
+            out[..., 1] = cv2.resize(np.ascontiguousarray(enc[..., 1]), size, interpolation=cv2.INTER_NEAREST)
+            enc = out
+        else:
+            enc = np.asarray(detector_input(scan, pitch_mm=None if same else self.config.pitch_mm))
+        if self.config.input_channels == 1 and enc.ndim == 3:
+            enc = enc[..., :1]
+        return enc
+
+    def _factors(self, scan: Scan) -> tuple[float, float]:
+        """Scan pixels per encoded pixel ``(f_y, f_x)``: ``pitch_mm / scan pitch`` per axis."""
+        dy, dx = scan.pixel_pitch_mm
+        return self.config.pitch_mm / dy, self.config.pitch_mm / dx
+
+    def candidates(self, scan: Scan, *, conf: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All candidates above ``conf`` (default ``min_conf``) as ``(boxes_px, scores, class_ids)``
+        in the scan's pixel frame (used by evaluation and threshold calibration)."""
+        enc = self.encode(scan)
+        raw = self.infer_image(enc, conf=conf)
+        return self._to_scan_frame(raw.boxes, scan, enc.shape[:2]), raw.scores, raw.class_ids
+
+    def _to_scan_frame(self, boxes: np.ndarray, scan: Scan, enc_hw: tuple[int, int]) -> np.ndarray:
+        """Map encoded-image boxes to the scan's pixel frame (encoded pixel j covers scan
+        ``[j f, (j + 1) f)`` with ``f = pitch_mm / scan pitch``, see ``nii.normalize.resample_area``)."""
+        _, h, w = scan.shape
+        fy, fx = self._factors(scan)
+        out = boxes.astype(np.float64) * np.array([fx, fy, fx, fy])
+        out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w)
+        out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h)
+        return out.astype(np.float32)
+
+    def detect(
+        self,
+        scan: Scan,
+        *,
+        far: float | str | None = None,
+        conf: float | None = None,
+        evidence: bool = True,
+        anomalies: bool = True,
+    ) -> list[Detection]:
+        """Detect contraband in a normalised scan.
+
+        Parameters
+        ----------
+        scan : Scan
+            Normalised scan (any length; any pitch: it is resampled to the model's pitch).
+        far : float or str, optional
+            Target image-level false-alarm rate selecting the operating point (``0.01``, ``"1%"``,
+            ``"0.5%"``); default: the model's default (``thresholds.json``).
+        conf : float, optional
+            One confidence threshold for every class, overriding ``far``.
+        evidence : bool
+            Attach material statistics inside each box (needs the scan's Zeff map for most fields).
+        anomalies : bool
+            Also run the physics-cue material-anomaly detector (``origin="material_anomaly"``).
+
+        Returns
+        -------
+        list of Detection
+            Model detections by decreasing confidence, then material anomalies.
+        """
+        from . import evidence as ev
+
+        if conf is not None:
+            conf = float(conf)
+            if not (0.0 <= conf <= 1.0):
+                raise InvalidParameterError(f"conf must be in [0, 1], got {conf}")
+            thr = np.full(self.config.nc, conf, np.float32)
+        else:
+            thr = self.thresholds.for_far(far)
+        boxes, scores, cls = self.candidates(scan, conf=float(min(thr.min(), 1.0)))
+        keep = scores >= thr[cls]
+        dy, dx = scan.pixel_pitch_mm
+        out: list[Detection] = []
+        for b, s, c in zip(boxes[keep], scores[keep], cls[keep]):
+            e = ev.box_evidence(scan, b) if evidence else {}
+            out.append(
+                Detection(
+                    class_name=self.config.classes[int(c)],
+                    class_id=int(c),
+                    confidence=float(s),
+                    box_px=tuple(float(v) for v in b),
+                    box_mm=(b[0] * dx, b[1] * dy, b[2] * dx, b[3] * dy),
+                    origin=ORIGIN_YOLO,
+                    evidence=e,
+                )
+            )
+        if anomalies:
+            out.extend(ev.material_anomalies(scan, model_boxes=boxes[keep]))
+        return out
+
+    def detect_many(self, scans: Sequence[Scan], **kwargs: Any) -> list[list[Detection]]:
+        """:meth:`detect` on each scan (tiles of one scan are batched together)."""
+        return [self.detect(s, **kwargs) for s in scans]

@@ -1,0 +1,469 @@
+"""Evaluation of a detector on a labelled folder: Pd at image-level FAR, AP, FROC, plots.
+
+Definitions (also in the model card):
+
+* **negative image**: an image / scan with no truth object. **Image-level FAR** of class ``c`` at
+  threshold ``t``: the fraction of negative images with a class-``c`` detection scoring ``>= t``;
+  the overall ``far_images`` counts a negative image once if *any* class alarms at the operating
+  point (per-class thresholds of ``thresholds.json``).
+* **Pd** of class ``c`` at ``t``: the fraction of truth objects of class ``c`` overlapped by a
+  class-``c`` detection scoring ``>= t`` with IoU ``>= 0.3`` (``IOU_PD``; lenient because the
+  extent of elongated objects such as tusks, and of sacks, is ambiguous — AP50 and AP50-95 give
+  the strict localisation measures).
+* ``pd_at_far_1pct`` / ``pd_at_far_5pct``: Pd at the lowest threshold whose class FAR on *this*
+  folder's negatives is at most 1 % / 5 % (the ROC-style figure); ``pd_at_operating_point``: Pd
+  with the thresholds calibrated on validation (what an operator gets).
+* **AP50**, **AP50-95**: COCO average precision (pycocotools, the ``train`` extra); None when
+  pycocotools is not installed.
+* **FROC**: Pd versus the mean number of false-positive boxes per image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidDataError, InvalidParameterError
+from .thresholds import threshold_for_far
+
+__all__ = [
+    "IOU_PD",
+    "ImageRecord",
+    "box_iou",
+    "best_match_scores",
+    "collect",
+    "evaluate_records",
+    "write_plots",
+]
+
+logger = logging.getLogger(__name__)
+
+IOU_PD = 0.3
+_FAR_POINTS = {"pd_at_far_1pct": 0.01, "pd_at_far_5pct": 0.05}
+
+
+@dataclass(frozen=True, eq=False)
+class ImageRecord:
+    """Predictions and truth of one image (any frame, as long as both use it)."""
+
+    image_id: str
+    boxes: np.ndarray  # (K, 4) xyxy
+    scores: np.ndarray  # (K,)
+    class_ids: np.ndarray  # (K,)
+    gt_boxes: np.ndarray  # (G, 4)
+    gt_class_ids: np.ndarray  # (G,)
+    kind: str = "dual_energy"
+    family: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def negative(self) -> bool:
+        return self.gt_boxes.shape[0] == 0
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes ``(N, 4)`` x ``(M, 4)`` -> ``(N, M)``."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def best_match_scores(rec: ImageRecord, *, iou: float = IOU_PD) -> np.ndarray:
+    """For each truth object, the best score of a same-class detection with IoU >= ``iou`` (0 if none)."""
+    g = rec.gt_boxes.shape[0]
+    if g == 0:
+        return np.zeros(0, np.float32)
+    if rec.boxes.shape[0] == 0:
+        return np.zeros(g, np.float32)
+    ious = box_iou(rec.gt_boxes, rec.boxes)
+    ok = (ious >= iou) & (rec.gt_class_ids[:, None] == rec.class_ids[None, :])
+    return np.where(ok, rec.scores[None, :], 0.0).max(axis=1).astype(np.float32)
+
+
+def image_class_max(rec: ImageRecord, nc: int) -> np.ndarray:
+    """Highest score of each class in the image ``(nc,)`` (0 where none)."""
+    out = np.zeros(nc, np.float32)
+    if rec.scores.size:
+        np.maximum.at(out, rec.class_ids.astype(np.int64), rec.scores.astype(np.float32))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# collecting predictions on a folder
+# ----------------------------------------------------------------------------------------------
+
+
+def _kind_of(scan: Any) -> str:
+    meta = dict(scan.metadata or {})
+    if "input_kind" in meta:
+        return str(meta["input_kind"])
+    if scan.rendered:
+        return str(meta.get("rendering", "rendered"))
+    return "dual_energy" if scan.n_energies >= 2 else "single_energy"
+
+
+def _scan_files(folder: Path) -> list[Path]:
+    sub = folder / "scans"
+    base = sub if sub.is_dir() else folder
+    exts = {".h5", ".hdf5", ".nii5", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".raw", ".json"}
+    files = sorted(p for p in base.iterdir() if p.is_file() and p.suffix.lower() in {".h5", ".hdf5"})
+    if not files:
+        files = sorted(p for p in base.iterdir() if p.is_file() and p.suffix.lower() in exts - {".json"})
+    return files
+
+
+def collect(
+    detector: Any,
+    data: str | os.PathLike,
+    *,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[ImageRecord]:
+    """Run ``detector`` on every labelled item of ``data`` and return one record per item.
+
+    ``data`` is either a folder of scans (``*.h5`` with truth, directly or under ``scans/``; raw
+    scans are normalised first) or a YOLO folder (``images/`` + ``labels/``) of encoded tiles at
+    the detector pitch. Candidates are kept down to the model's ``min_conf``.
+    """
+    folder = Path(data)
+    if not folder.is_dir():
+        raise InvalidParameterError(f"--data must be a folder, got {folder}")
+    classes = list(detector.config.classes)
+    records: list[ImageRecord] = []
+    if (folder / "images").is_dir():
+        from ..dataset.yolo import read_labels, read_tile
+
+        imgs = sorted(p for p in (folder / "images").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if limit:
+            imgs = imgs[:limit]
+        kinds = _tile_kinds(folder)
+        for i, p in enumerate(imgs):
+            img = read_tile(p)
+            raw = detector.infer_image(img)
+            gb, gc = read_labels(folder / "labels" / (p.stem + ".txt"), img.shape[:2])
+            info = kinds.get(p.stem, {})
+            records.append(ImageRecord(p.stem, raw.boxes, raw.scores, raw.class_ids, gb, gc, kind=info.get("kind", "dual_energy"), family=info.get("family", "")))
+            if progress:
+                progress(i + 1, len(imgs))
+        return records
+    files = _scan_files(folder)
+    if not files:
+        raise InvalidDataError(f"no scans (*.h5) and no YOLO images/ folder found in {folder}")
+    if limit:
+        files = files[:limit]
+    from ..containers import RawScan
+    from ..io import read
+
+    for i, f in enumerate(files):
+        scan = read(f)
+        if isinstance(scan, RawScan):
+            from ..normalize import normalize
+
+            # normalise straight to the detector pitch (one fused pass; truth boxes are scaled)
+            scan = normalize(scan, pitch_mm=detector.config.pitch_mm)
+        truth = scan.truth
+        if truth is None:
+            logger.warning("%s has no truth: counted as a negative image", f)
+            gb, gc = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        else:
+            keep = [j for j, c in enumerate(truth.classes) if c in classes]
+            if len(keep) != len(truth.classes):
+                logger.warning("%s: truth classes %s not in the model are ignored", f, sorted(set(truth.classes) - set(classes)))
+            gb = np.asarray(truth.boxes, np.float32)[keep].reshape(-1, 4)
+            gc = np.array([classes.index(truth.classes[j]) for j in keep], np.int64)
+        boxes, scores, cls = detector.candidates(scan)
+        meta = dict(scan.metadata or {})
+        records.append(
+            ImageRecord(f.stem, boxes, scores, cls, gb, gc, kind=_kind_of(scan), family=str(meta.get("scenario", "")), meta={"path": str(f)})
+        )
+        if progress:
+            progress(i + 1, len(files))
+    return records
+
+
+def _tile_kinds(folder: Path) -> dict[str, dict[str, str]]:
+    idx = folder / "index.jsonl"
+    out: dict[str, dict[str, str]] = {}
+    if idx.is_file():
+        for line in idx.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                d = json.loads(line)
+                out[str(d.get("id"))] = {"kind": str(d.get("kind", "dual_energy")), "family": str(d.get("family", ""))}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics
+# ----------------------------------------------------------------------------------------------
+
+
+def _coco_ap(records: Sequence[ImageRecord], nc: int) -> tuple[list[float | None], list[float | None]] | None:
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        return None
+    images, anns, dets = [], [], []
+    aid = 1
+    for i, r in enumerate(records):
+        images.append({"id": i + 1})
+        for b, c in zip(r.gt_boxes, r.gt_class_ids):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            anns.append({"id": aid, "image_id": i + 1, "category_id": int(c) + 1, "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": 0})
+            aid += 1
+        for b, s, c in zip(r.boxes, r.scores, r.class_ids):
+            dets.append({"image_id": i + 1, "category_id": int(c) + 1, "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(s)})
+    if not anns:
+        return [None] * nc, [None] * nc
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c + 1, "name": str(c)} for c in range(nc)]}
+        gt.createIndex()
+        if not dets:
+            return [0.0 if any(r.gt_class_ids.tolist().count(c) for r in records) else None for c in range(nc)], [None] * nc
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.maxDets = [1, 10, 300]
+        ev.evaluate()
+        ev.accumulate()
+    prec = ev.eval["precision"]  # [T, R, K, A, M]
+    ap50, ap = [], []
+    for k in range(nc):
+        p50 = prec[0, :, k, 0, -1]
+        pall = prec[:, :, k, 0, -1]
+        ap50.append(float(np.mean(p50[p50 > -1])) if np.any(p50 > -1) else None)
+        ap.append(float(np.mean(pall[pall > -1])) if np.any(pall > -1) else None)
+    return ap50, ap
+
+
+def _r(v: float | None, nd: int = 4) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), nd)
+
+
+def evaluate_records(
+    records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    *,
+    thresholds: np.ndarray | None = None,
+    iou: float = IOU_PD,
+    by: bool = True,
+) -> dict[str, Any]:
+    """Metrics of ``records`` (see module docstring).
+
+    Parameters
+    ----------
+    records : sequence of ImageRecord
+    classes : sequence of str
+    thresholds : ndarray (nc,), optional
+        Operating-point thresholds (e.g. ``Thresholds.for_far()``); adds ``pd_at_operating_point``
+        and ``far_images``.
+    iou : float
+        IoU for Pd and FROC matching.
+    by : bool
+        Also break the metrics down by input kind and by scenario family.
+    """
+    nc = len(classes)
+    records = list(records)
+    neg = [r for r in records if r.negative]
+    neg_max = np.array([image_class_max(r, nc) for r in neg], np.float32).reshape(-1, nc)
+    gt_scores = [best_match_scores(r, iou=iou) for r in records]
+    gt_cls = [r.gt_class_ids for r in records]
+    all_s = np.concatenate(gt_scores) if gt_scores else np.zeros(0, np.float32)
+    all_c = np.concatenate(gt_cls) if gt_cls else np.zeros(0, np.int64)
+    coco = _coco_ap(records, nc)
+    per_class: dict[str, Any] = {}
+    for c, name in enumerate(classes):
+        s = all_s[all_c == c]
+        d: dict[str, Any] = {"n_objects": int(s.size)}
+        for key, far in _FAR_POINTS.items():
+            if neg_max.shape[0] == 0 or s.size == 0:
+                d[key] = None
+                d[key.replace("pd_", "threshold_")] = None
+                continue
+            t = threshold_for_far(neg_max[:, c], far, floor=1e-6)
+            d[key] = _r(float(np.mean(s >= t)))
+            d[key.replace("pd_", "threshold_")] = _r(t, 5)
+        if thresholds is not None:
+            t = float(thresholds[c])
+            d["threshold"] = _r(t, 5)
+            d["pd_at_operating_point"] = _r(float(np.mean(s >= t))) if s.size else None
+            d["far_images_class"] = _r(float(np.mean(neg_max[:, c] >= t))) if neg_max.shape[0] else None
+        d["ap50"] = _r(coco[0][c]) if coco else None
+        d["ap50_95"] = _r(coco[1][c]) if coco else None
+        d["froc"] = _froc(records, c, iou=iou)
+        per_class[name] = d
+    out: dict[str, Any] = {
+        "n_images": len(records),
+        "n_negative_images": len(neg),
+        "iou_pd": iou,
+        "classes": per_class,
+        "ap_backend": "pycocotools" if coco is not None else None,
+    }
+    if thresholds is not None:
+        thr = np.asarray(thresholds, np.float32)
+        out["far_images"] = _r(float(np.mean(np.any(neg_max >= thr[None, :], axis=1)))) if neg_max.shape[0] else None
+        out["thresholds"] = {n: _r(float(t), 5) for n, t in zip(classes, thr)}
+        if all_s.size:
+            out["pd_at_operating_point_all"] = _r(float(np.mean(all_s >= thr[all_c])))
+    if by:
+        for attr, key in (("kind", "by_input_kind"), ("family", "by_scenario_family")):
+            groups = sorted({getattr(r, attr) for r in records})
+            if len(groups) > 1 or (groups and groups[0]):
+                out[key] = {
+                    g: _slim(evaluate_records([r for r in records if getattr(r, attr) == g], classes, thresholds=thresholds, iou=iou, by=False))
+                    for g in groups
+                }
+    return out
+
+
+def _slim(d: dict[str, Any]) -> dict[str, Any]:
+    """Drop the FROC curves of a breakdown (kept only at the top level)."""
+    for c in d.get("classes", {}).values():
+        c.pop("froc", None)
+    return d
+
+
+def _froc(records: Sequence[ImageRecord], c: int, *, iou: float, points: Sequence[float] = (0.0625, 0.125, 0.25, 0.5, 1, 2, 4, 8)) -> list[dict[str, float]]:
+    """Pd versus mean false positives per image for class ``c`` at the listed FP rates."""
+    n_img = max(len(records), 1)
+    tp_scores, fp_scores, n_gt = [], [], 0
+    for r in records:
+        m = r.class_ids == c
+        b, s = r.boxes[m], r.scores[m]
+        g = r.gt_boxes[r.gt_class_ids == c]
+        n_gt += g.shape[0]
+        if b.shape[0] == 0:
+            continue
+        if g.shape[0]:
+            hit = box_iou(b, g).max(axis=1) >= iou
+        else:
+            hit = np.zeros(b.shape[0], bool)
+        fp_scores.append(s[~hit])
+        tp_scores.append(best_match_scores(ImageRecord("", b, s, np.full(b.shape[0], c), g, np.full(g.shape[0], c)), iou=iou))
+    if n_gt == 0:
+        return []
+    fps = np.sort(np.concatenate(fp_scores))[::-1] if fp_scores else np.zeros(0)
+    gts = np.concatenate(tp_scores) if tp_scores else np.zeros(0)
+    out = []
+    for p in points:
+        k = int(np.floor(p * n_img))
+        t = float(fps[k]) + 1e-6 if k < fps.size else 1e-6
+        pd = float(np.sum(gts >= t)) / n_gt
+        out.append({"fp_per_image": p, "pd": round(pd, 4), "threshold": round(t, 5)})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# plots
+# ----------------------------------------------------------------------------------------------
+
+
+def write_plots(records: Sequence[ImageRecord], classes: Sequence[str], out_dir: str | os.PathLike, *, thresholds: np.ndarray | None = None, iou: float = IOU_PD) -> list[Path]:
+    """Write ``pr_curve.png`` (precision-recall per class) and ``confusion_matrix.png``.
+
+    Returns the written paths (empty when matplotlib is missing).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no plots written")
+        return []
+    from .._atomic import atomic_path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nc = len(classes)
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for c, name in enumerate(classes):
+        sc, tp = [], []
+        n_gt = 0
+        for r in records:
+            m = r.class_ids == c
+            b, s = r.boxes[m], r.scores[m]
+            g = r.gt_boxes[r.gt_class_ids == c]
+            n_gt += g.shape[0]
+            if b.shape[0] == 0:
+                continue
+            order = np.argsort(-s)
+            used = np.zeros(g.shape[0], bool)
+            ious = box_iou(b[order], g) if g.shape[0] else np.zeros((b.shape[0], 0))
+            for i in range(order.size):  # greedy matching, by score (the COCO rule)
+                j = int(np.argmax(np.where(used, -1, ious[i]))) if g.shape[0] else -1
+                ok = j >= 0 and ious[i, j] >= iou and not used[j]
+                if ok:
+                    used[j] = True
+                tp.append(ok)
+                sc.append(s[order[i]])
+        if n_gt == 0 or not sc:
+            continue
+        o = np.argsort(-np.asarray(sc))
+        tpc = np.cumsum(np.asarray(tp)[o])
+        prec = tpc / np.arange(1, tpc.size + 1)
+        rec = tpc / n_gt
+        ax.plot(rec, prec, label=name)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Precision-recall (IoU >= {iou})")
+    if ax.get_lines():
+        ax.legend(loc="lower left")
+    with atomic_path(out_dir / "pr_curve.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    written.append(out_dir / "pr_curve.png")
+
+    thr = np.full(nc, 0.25, np.float32) if thresholds is None else np.asarray(thresholds, np.float32)
+    cm = np.zeros((nc + 1, nc + 1), np.int64)  # rows: predicted (+background), cols: truth (+background)
+    for r in records:
+        keep = r.scores >= thr[r.class_ids] if r.scores.size else np.zeros(0, bool)
+        b, cl = r.boxes[keep], r.class_ids[keep]
+        ious = box_iou(r.gt_boxes, b) if r.gt_boxes.shape[0] and b.shape[0] else np.zeros((r.gt_boxes.shape[0], b.shape[0]))
+        matched_pred = np.zeros(b.shape[0], bool)
+        for gi in range(r.gt_boxes.shape[0]):
+            j = int(np.argmax(ious[gi])) if b.shape[0] else -1
+            if j >= 0 and ious[gi, j] >= iou:
+                cm[cl[j], r.gt_class_ids[gi]] += 1
+                matched_pred[j] = True
+            else:
+                cm[nc, r.gt_class_ids[gi]] += 1
+        for j in np.flatnonzero(~matched_pred):
+            cm[cl[j], nc] += 1
+    labels = list(classes) + ["background"]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(nc + 1), labels, rotation=45, ha="right")
+    ax.set_yticks(range(nc + 1), labels)
+    ax.set_xlabel("truth")
+    ax.set_ylabel("predicted (at operating point)")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_dir / "confusion_matrix.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    written.append(out_dir / "confusion_matrix.png")
+    return written
+
+
+def records_from_arrays(items: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> list[ImageRecord]:
+    """Build records from ``(id, boxes, scores, class_ids, gt_boxes, gt_class_ids)`` tuples."""
+    return [ImageRecord(i, np.asarray(b, np.float32).reshape(-1, 4), np.asarray(s, np.float32), np.asarray(c, np.int64), np.asarray(gb, np.float32).reshape(-1, 4), np.asarray(gc, np.int64)) for i, b, s, c, gb, gc in items]

@@ -1,0 +1,100 @@
+"""The simulator-driven dataset builder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nii.dataset.builder import BuildConfig, _scenario_pool, randomized_profile, render_as
+from nii.errors import InvalidParameterError
+
+
+def _have_material_tables() -> bool:
+    from nii.calibrate.material import load_default_table
+    from nii.errors import NiiError
+
+    try:
+        load_default_table("baggage_sandwich_140")
+    except NiiError:
+        return False
+    return True
+
+
+def test_config_validation():
+    with pytest.raises(InvalidParameterError):
+        BuildConfig(tile_size=100)
+    with pytest.raises(InvalidParameterError):
+        BuildConfig(overlap=200)
+    with pytest.raises(InvalidParameterError):
+        BuildConfig(n_train=-1)
+
+
+def test_held_out_family_never_in_train_pool():
+    names, w = _scenario_pool("baggage", "timber", None)
+    assert "hollow_timber" not in names and abs(w.sum() - 1) < 1e-9
+    only, _ = _scenario_pool("cargo", None, "timber")
+    assert only == ["hollow_timber"]
+    assert "negative_confusers" in names  # negatives full of confusers are in the mix
+
+
+def test_randomized_profile_changes_physics_not_identity():
+    from nii.profiles import load_profile
+
+    p = load_profile("baggage_sandwich_140")
+    r = randomized_profile(p, np.random.default_rng(0))
+    assert r.id == p.id and r.channels == p.channels and r.pixel_pitch_mm == p.pixel_pitch_mm
+    assert r.quanta_per_pixel != p.quanta_per_pixel
+    assert r.blur.detector_psf_fwhm_mm != p.blur.detector_psf_fwhm_mm
+
+
+def test_render_as_recovers_scan_like_the_reader():
+    from nii.containers import EnergyChannel, Scan, Truth
+
+    l = np.zeros((40, 50), np.float32)
+    l[10:20, 10:30] = 1.0
+    mat = np.zeros((40, 50), np.uint8)
+    mat[10:20, 10:30] = 2
+    z = np.where(mat > 0, 13.8, np.nan).astype(np.float32)
+    s = Scan(attenuation=np.stack([l * 1.4, l]), energies=(EnergyChannel("low", 80), EnergyChannel("high", 140)),
+             pixel_pitch_mm=(3.0, 3.0), zeff=z, material=mat, truth=Truth(np.array([[10, 10, 30, 20]]), ("ivory",)), scan_id="x")
+    rng = np.random.default_rng(1)
+    pc = render_as(s, "pseudocolor", rng)
+    assert pc.rendered and pc.n_energies == 1 and pc.pixel_pitch_mm == (3.0, 3.0)
+    assert pc.metadata["input_kind"] == "pseudocolor" and pc.truth.classes == ("ivory",)
+    assert np.all(pc.material[12:18, 12:28] == 2)
+    gr = render_as(s, "greyscale", rng)
+    assert gr.zeff is None and gr.metadata["input_kind"] == "greyscale"
+    assert abs(float(np.median(gr.attenuation[0, 12:18, 12:28])) - 1.0) < 0.05
+    with pytest.raises(InvalidParameterError):
+        render_as(s, "infrared", rng)
+
+
+@pytest.mark.slow
+def test_build_a_tiny_dataset(tmp_path):
+    if not _have_material_tables():
+        pytest.skip("no shipped material calibration yet (nii calibrate wedge --simulate)")
+    from nii.dataset.builder import build_dataset
+    from nii.io import read
+
+    cfg = BuildConfig(n_train=3, n_val=3, n_test=3, seed=5, profiles=("baggage_sandwich_140",), profile_weights=None,
+                      kind_weights=(0.4, 0.3, 0.3), val_tile_scans=1)
+    root = build_dataset(tmp_path / "d", cfg, command="test")
+    man = json.loads((root / "dataset.json").read_text())
+    assert man["n_errors"] == 0, man["errors"]
+    assert man["held_out_families"] == ["timber"]
+    assert man["counts"]["train"]["tiles"] >= 1
+    scans = sorted((root / "test" / "scans").glob("*.h5"))
+    assert len(scans) == 3 and len(list((root / "val" / "scans").glob("*.h5"))) == 3
+    s = read(scans[0])
+    assert s.metadata["split"] == "test" and s.metadata["input_kind"] in ("dual_energy", "pseudocolor", "greyscale")
+    # tiles are at the detector pitch and size
+    from nii.dataset.yolo import read_tile
+
+    t = read_tile(next((root / "train" / "images").glob("*.png")))
+    assert t.shape == (320, 320, 3)
+    # splits come from disjoint seeds: no identical tile across train and val
+    tr = {p.read_bytes() for p in (root / "train" / "images").glob("*.png")}
+    va = {p.read_bytes() for p in (root / "val" / "images").glob("*.png")}
+    assert not tr & va

@@ -1,0 +1,84 @@
+"""Evaluation metrics on hand-made records, and plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nii.detect.evaluate import ImageRecord, best_match_scores, box_iou, evaluate_records, write_plots
+
+CLASSES = ("ivory", "pangolin_scales")
+
+
+def _rec(i, boxes=(), scores=(), cls=(), gt=(), gtc=(), kind="dual_energy", family="luggage"):
+    return ImageRecord(
+        str(i),
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(scores, np.float32),
+        np.asarray(cls, np.int64),
+        np.asarray(gt, np.float32).reshape(-1, 4),
+        np.asarray(gtc, np.int64),
+        kind=kind,
+        family=family,
+    )
+
+
+def _dataset():
+    recs = []
+    for i in range(10):  # positives, perfectly detected
+        recs.append(_rec(i, [[10, 10, 50, 50]], [0.9], [i % 2], [[10, 10, 50, 50]], [i % 2]))
+    for i in range(10, 110):  # negatives: one has a loud false alarm, the others quiet ones
+        s = 0.95 if i == 10 else 0.1
+        recs.append(_rec(i, [[0, 0, 5, 5]], [s], [0], kind="pseudocolor" if i % 2 else "dual_energy", family="negative"))
+    return recs
+
+
+def test_box_iou():
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
+    np.testing.assert_allclose(box_iou(a, b)[0], [1.0, 1 / 3, 0.0])
+
+
+def test_best_match_scores_needs_class_and_iou():
+    r = _rec(0, [[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], [0.3, 0.8, 0.9], [0, 1, 0], [[0, 0, 10, 10]], [0])
+    assert best_match_scores(r).tolist() == pytest.approx([0.3])
+
+
+def test_metrics_of_a_known_case():
+    m = evaluate_records(_dataset(), CLASSES, thresholds=np.array([0.5, 0.5]))
+    json.dumps(m)
+    c = m["classes"]["ivory"]
+    assert c["n_objects"] == 5
+    # 1 % of 100 negatives = 1 allowed alarm: the 0.95 one is tolerated, Pd stays 1
+    assert c["pd_at_far_1pct"] == 1.0 and c["pd_at_far_5pct"] == 1.0
+    assert c["pd_at_operating_point"] == 1.0
+    assert m["far_images"] == pytest.approx(0.01)
+    assert m["n_negative_images"] == 100
+    if m["ap_backend"] == "pycocotools":
+        # the 0.95 false alarm outranks the ivory hits; pangolin has no false alarm
+        assert 0.5 < c["ap50"] < 1.0
+        assert m["classes"]["pangolin_scales"]["ap50"] == pytest.approx(1.0, abs=1e-6)
+        assert m["classes"]["pangolin_scales"]["ap50_95"] == pytest.approx(1.0, abs=1e-6)
+    assert set(m["by_input_kind"]) == {"dual_energy", "pseudocolor"}
+    assert m["by_scenario_family"]["negative"]["n_images"] == 100
+    assert c["froc"] and all(0 <= p["pd"] <= 1 for p in c["froc"])
+
+
+def test_pd_drops_when_far_budget_is_spent():
+    recs = _dataset()
+    # two more loud negatives for class 0 at 0.95: the 1 % point must now sit above 0.95 -> misses the 0.9 objects
+    recs += [_rec(200 + i, [[0, 0, 5, 5]], [0.95], [0]) for i in range(2)]
+    m = evaluate_records(recs, CLASSES)
+    assert m["classes"]["ivory"]["pd_at_far_1pct"] == 0.0
+    assert m["classes"]["ivory"]["pd_at_far_5pct"] == 1.0
+    assert m["classes"]["pangolin_scales"]["pd_at_far_1pct"] == 1.0
+
+
+def test_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = write_plots(_dataset(), CLASSES, tmp_path, thresholds=np.array([0.5, 0.5]))
+    assert [p.name for p in paths] == ["pr_curve.png", "confusion_matrix.png"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

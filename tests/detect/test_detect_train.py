@@ -1,0 +1,84 @@
+"""Tests that need the ``train`` extra (torch + ultralytics); skipped cleanly without it."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.train
+
+
+@pytest.fixture(scope="module")
+def ul():
+    pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
+    from nii.detect import _ultralytics
+
+    return _ultralytics
+
+
+def test_onnx_and_ultralytics_backends_agree(ul, demo_dir, demo_detector, make_object):
+    from nii.detect import Detector
+
+    pt_det = Detector.load(demo_dir, backend="ultralytics")
+    assert pt_det.backend.name == "ultralytics"
+    img, _, _ = make_object(300, "pangolin_scales", at=(80, 120), seed=2, n_clutter=2)
+    a = demo_detector.infer_image(img)
+    b = pt_det.infer_image(img)
+    assert len(a) > 0
+    # raw network outputs agree, hence the decoded candidates too
+    tiles, _ = demo_detector._tiles(img)
+    batch = np.ascontiguousarray(tiles.transpose(0, 3, 1, 2), np.float32) / 255.0
+    np.testing.assert_allclose(demo_detector.backend(batch), pt_det.backend(batch), atol=2e-3, rtol=1e-3)
+    conf = a.scores >= 0.1
+    confb = b.scores >= 0.1
+    assert conf.sum() == confb.sum()
+    np.testing.assert_allclose(np.sort(a.scores[conf]), np.sort(b.scores[confb]), atol=2e-3)
+
+
+def test_ultralytics_own_predict_matches(ul, demo_dir, demo_detector, make_object):
+    """Ultralytics' predict pipeline (letterbox, its NMS) finds the same object as nii's decoder."""
+    from nii.detect.evaluate import box_iou
+
+    img, truth, _ = make_object(128, "ivory_worked", at=(30, 40), seed=3)
+    boxes, scores, cls = ul.predict_ultralytics(demo_dir / "model.pt", img, conf=0.25, iou=0.5, imgsz=128)
+    raw = demo_detector.infer_image(img, conf=0.25)
+    assert len(boxes) and len(raw)
+    i, j = int(np.argmax(scores)), int(np.argmax(raw.scores))
+    assert cls[i] == raw.class_ids[j]
+    assert scores[i] == pytest.approx(raw.scores[j], abs=2e-3)
+    assert box_iou(boxes[i : i + 1], raw.boxes[j : j + 1])[0, 0] > 0.95
+
+
+def test_adapter_leaves_no_global_state(ul, demo_dir):
+    import cv2
+
+    env = dict(os.environ)
+    threads = cv2.getNumThreads()
+    printopts = np.get_printoptions()
+    ul.TorchBackend(demo_dir / "model.pt")
+    assert dict(os.environ) == env
+    assert cv2.getNumThreads() == threads
+    assert np.get_printoptions() == printopts
+
+
+def test_one_epoch_training_smoke(ul, tmp_path):
+    """Build a few synthetic tiles, train one epoch, export, calibrate, package, load."""
+    from nii.dataset.synthetic import build_synthetic_dataset
+    from nii.detect import Detector
+    from nii.detect.training import Recipe, train_model
+
+    data = build_synthetic_dataset(tmp_path / "data", size=64, n_train=8, n_val=6, n_test=6, seed=1)
+    out = train_model(
+        data,
+        tmp_path / "model",
+        recipe=Recipe(model="yolo11-pico", imgsz=64, epochs=1, batch=4, time_hours=None, workers=0, close_mosaic=0),
+        work_dir=tmp_path / "work",
+    )
+    for f in ("model.onnx", "model.pt", "config.json", "thresholds.json", "MODEL_CARD.md", "recipe.toml", "SHA256SUMS", "metrics.json"):
+        assert (out / f).is_file(), f
+    det = Detector.load(out)
+    assert det.config.tile_size == 64 and det.config.classes[0] == "ivory"
+    det.infer_image(np.zeros((100, 70, 3), np.uint8))
