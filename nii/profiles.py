@@ -43,14 +43,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "SCHEMA",
-    "TubeSpec",
-    "DetectorLayer",
-    "ChannelSpec",
     "BlurSpec",
+    "ChannelSpec",
+    "DetectorLayer",
     "ScannerProfile",
+    "TubeSpec",
+    "list_profiles",
     "load_profile",
     "load_profile_path",
-    "list_profiles",
     "profile_from_mapping",
 ]
 
@@ -239,7 +239,7 @@ class ScannerProfile:
         return self.blur.sigma_mm() / self.detector_pitch_mm
 
     # -- detector response --------------------------------------------------------------
-    def effective_spectra(self, tables: "PhysicsTables", *, moment: int = 1) -> np.ndarray:
+    def effective_spectra(self, tables: PhysicsTables, *, moment: int = 1) -> np.ndarray:
         """Detected-energy weights per channel on the tables' energy grid.
 
         Parameters
@@ -257,7 +257,7 @@ class ScannerProfile:
         """
         return _effective_spectra_cached(self, tables, int(moment)).copy()
 
-    def absorbed_fraction(self, tables: "PhysicsTables") -> np.ndarray:
+    def absorbed_fraction(self, tables: PhysicsTables) -> np.ndarray:
         """Fraction of the tube's photons that each channel absorbs, ``(E,)`` (diagnostic)."""
         raw = _raw_spectra(self, tables, 0)
         tube = np.stack([tables.spectrum(self.tube(c.tube).key) for c in self.channel_specs])
@@ -282,7 +282,7 @@ class ScannerProfile:
         }
 
 
-def _raw_spectra(profile: ScannerProfile, tables: "PhysicsTables", moment: int) -> np.ndarray:
+def _raw_spectra(profile: ScannerProfile, tables: PhysicsTables, moment: int) -> np.ndarray:
     e = tables.energies_kev.astype(np.float64)
     out = np.empty((profile.n_energies, e.size), np.float64)
     for ci, ch in enumerate(profile.channel_specs):
@@ -302,7 +302,7 @@ def _raw_spectra(profile: ScannerProfile, tables: "PhysicsTables", moment: int) 
 
 
 @functools.lru_cache(maxsize=64)
-def _effective_spectra_cached(profile: ScannerProfile, tables: "PhysicsTables", moment: int) -> np.ndarray:
+def _effective_spectra_cached(profile: ScannerProfile, tables: PhysicsTables, moment: int) -> np.ndarray:
     if moment not in (0, 1, 2):
         raise InvalidParameterError(f"moment must be 0, 1 or 2, got {moment!r}")
     raw = _raw_spectra(profile, tables, moment)
@@ -331,7 +331,7 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
 
 
-def load_profile(name: "str | ScannerProfile") -> ScannerProfile:
+def load_profile(name: str | ScannerProfile) -> ScannerProfile:
     """Load ``calibration/profiles/<name>.toml`` (cached per process); a profile passes through.
 
     Raises
@@ -350,7 +350,7 @@ def load_profile(name: "str | ScannerProfile") -> ScannerProfile:
     return _load_path(str(path), path.stat().st_mtime_ns)
 
 
-def load_profile_path(path: "str | Path") -> ScannerProfile:
+def load_profile_path(path: str | Path) -> ScannerProfile:
     """Load a profile TOML from any path (its ``id`` must equal the file name's stem)."""
     p = Path(path)
     if not p.is_file():

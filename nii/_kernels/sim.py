@@ -14,7 +14,7 @@ import numpy as np
 
 from ._config import FASTMATH
 
-__all__ = ["transmission_kernel", "signal_chain_kernel", "adc_kernel"]
+__all__ = ["adc_kernel", "signal_chain_kernel", "transmission_kernel"]
 
 
 # exp(-x) = exp(-x/128)**128: a degree-6 Taylor polynomial of exp(-y) about y = 0.34 on

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "run", "make_stack", "numpy_transmission", "main"]
+__all__ = ["add_arguments", "main", "make_stack", "numpy_transmission", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -46,6 +46,8 @@ def expand_inputs(inputs: Sequence[str], *, recursive: bool = True) -> tuple[lis
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
             found = sorted(q for q in p.glob(pattern) if q.is_file() and not _ignored(q))
+            companions = _raw_companions(found)
+            found = [q for q in found if q.resolve() not in companions]
             if not found:
                 problems.append((item, "folder holds no files"))
             for q in found:
@@ -63,25 +65,52 @@ def expand_inputs(inputs: Sequence[str], *, recursive: bool = True) -> tuple[lis
     return files, problems
 
 
-_IGNORED_SUFFIXES = {".md", ".txt", ".yaml", ".yml", ".toml", ".py", ".part", ".sha256"}
-_IGNORED_NAMES = {"SHA256SUMS", "manifest.json", "annotations.coco.json"}
+_IGNORED_SUFFIXES = {".md", ".txt", ".yaml", ".yml", ".toml", ".py", ".part", ".sha256", ".csv"}
+_IGNORED_NAMES = {"SHA256SUMS", "manifest.json", "annotations.coco.json", "coco.json"}
+_IGNORED_DIRS = {"thumbs", "labels", "__pycache__"}
 
 
 def _ignored(p: Path) -> bool:
-    """Companion files inside scan folders (docs, labels, thumbnails, manifests) are not scans.
+    """Documentation and label files that live beside scans in a folder are not scans.
 
-    This filters by name only to skip obvious non-scans in folder walks; whether a file *is* a
-    scan is decided by content when it is read. Raw-binary sidecars (``*.json`` next to a data
-    file of the same stem) are skipped so that each raw scan is read once, through its data file.
+    This only prunes obvious companions in folder walks; whether a file *is* a scan is decided by
+    its content when it is read, and raw-binary companions are handled by :func:`_raw_companions`.
     """
     if p.name.startswith(".") or p.name in _IGNORED_NAMES or p.suffix.lower() in _IGNORED_SUFFIXES:
         return True
-    if any(part in {"thumbs", "labels", "__pycache__"} for part in p.parts):
-        return True
-    if p.suffix.lower() == ".json":
-        stem = p.name[: -len(".json")]
-        return any(q != p and (q.name == stem or q.stem == Path(stem).stem) for q in p.parent.glob(Path(stem).stem + "*"))
-    return False
+    return any(part in _IGNORED_DIRS for part in p.parts)
+
+
+def _raw_companions(files: list[Path]) -> set[Path]:
+    """Files that belong to a raw scan but are not its entry point: sidecars and reference files.
+
+    Each raw scan is then read once, through its data file. Sidecars are recognised by content
+    (a ``nii-raw/1`` JSON document), never by name alone.
+    """
+    from ..errors import NiiError
+    from ..io import raw as raw_reader
+
+    skip: set[Path] = set()
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(64)
+        except OSError:
+            continue
+        if not head.lstrip().startswith(b"{"):
+            continue
+        try:
+            data, sidecar, obj = raw_reader.read_sidecar(f)
+        except (NiiError, ValueError, OSError):
+            continue
+        skip.add(sidecar.resolve())
+        for key in ("dark", "air", "air_end"):
+            spec = obj.get(key)
+            if isinstance(spec, dict) and "file" in spec:
+                skip.add((sidecar.parent / str(spec["file"])).resolve())
+        if not data.exists():  # sidecar without its data: let the read report it
+            skip.discard(sidecar.resolve())
+    return skip
 
 
 def emit_json(obj: Any, *, stream=None) -> None:

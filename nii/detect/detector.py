@@ -571,6 +571,16 @@ class Detector:
         digest = sums.get(model_file.name) or sha256_file(model_file)
         return cls(folder, config, thresholds, be, digest, batch_size=batch_size)
 
+    def with_far(self, far: float | str) -> "Detector":
+        """A detector sharing this one's network whose default operating point is ``far``
+        (``0.005``, ``"0.5%"``)."""
+        import dataclasses
+
+        from .thresholds import parse_far
+
+        th = dataclasses.replace(self.thresholds, default_far=parse_far(far))
+        return Detector(self.folder, self.config, th, self.backend, self.model_hash, batch_size=self.batch_size)
+
     # -- encoded-image level ---------------------------------------------------------------
 
     def _tiles(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,8 +29,8 @@ HEAD_BYTES = 4096
 READERS: dict[str, str] = {
     "nii-hdf5": "nii.io.hdf5",
     "dicos": "nii.io.dicos",
-    "tiff": "nii.io.tiff",
     "raw": "nii.io.raw",
+    "tiff": "nii.io.tiff",
     "rendered": "nii.io.rendered",
 }
 

@@ -42,7 +42,7 @@ from .._atomic import atomic_path, atomic_write_text
 from ..errors import CalibrationError
 from .materials import CATEGORIES, MATERIALS, MaterialSpec
 
-__all__ = ["ENERGY_GRID_KEV", "ZEFF_EXPONENT", "element_fractions", "zeff_power_law", "build_tables"]
+__all__ = ["ENERGY_GRID_KEV", "ZEFF_EXPONENT", "build_tables", "element_fractions", "zeff_power_law"]
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +255,8 @@ def _readme(
         f"Versions: xraydb {versions['xraydb']}, spekpy {versions['spekpy']}, numpy {versions['numpy']}.",
         "Rebuild: `nii physics build` (or `nii physics build --out DIR` to compare); the files are",
         "byte-reproducible for the same versions. The runtime reads them with NumPy only.",
+        "Offline: xraydb and spekpy read only the data files bundled with them (neither imports a",
+        "network module), so the build needs no internet access.",
         "",
         "- `attenuation.npz`: mass attenuation (total incl. coherent, photoelectric, incoherent), cm²/g,",
         "  10–450 keV in 1 keV steps, float32; Elam et al. (2002) cross-sections via `xraydb.mu_elam`,",

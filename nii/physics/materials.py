@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MaterialSpec", "MATERIALS", "CATEGORIES", "material_names"]
+__all__ = ["CATEGORIES", "MATERIALS", "MaterialSpec", "material_names"]
 
 #: Material categories, in the order of the README table.
 CATEGORIES = ("target", "confuser", "clutter", "reference", "detector")

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import CalibrationError, InvalidParameterError
 
-__all__ = ["PhysicsTables", "load_tables", "ATTENUATION_FILE", "SPECTRA_FILE"]
+__all__ = ["ATTENUATION_FILE", "SPECTRA_FILE", "PhysicsTables", "load_tables"]
 
 ATTENUATION_FILE = "attenuation.npz"
 SPECTRA_FILE = "spectra.npz"
@@ -62,8 +62,23 @@ class PhysicsTables:
     folder : pathlib.Path
     """
 
-    __slots__ = ("energies_kev", "materials", "sha256", "folder", "_index", "_mu_rho", "_photo", "_incoh",
-                 "_density", "_zeff", "_composition", "_spectra", "_tubes", "meta", "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_composition",
+        "_density",
+        "_incoh",
+        "_index",
+        "_mu_rho",
+        "_photo",
+        "_spectra",
+        "_tubes",
+        "_zeff",
+        "energies_kev",
+        "folder",
+        "materials",
+        "meta",
+        "sha256",
+    )
 
     def __init__(self, folder: Path, att: Mapping[str, Any], spec: Mapping[str, Any], sha256: str) -> None:
         e = np.asarray(att["energies_kev"], np.float64)

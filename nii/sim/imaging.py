@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..containers import RawScan, Truth
-from ..errors import CalibrationError, InvalidDataError, InvalidParameterError
+from ..errors import InvalidDataError, InvalidParameterError
 from .types import MaterialStack
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,15 +63,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..profiles import ScannerProfile
 
 __all__ = [
-    "DetectorEffects",
-    "SpectralBins",
-    "spectral_bins",
-    "expected_log_attenuation",
-    "expected_transmission",
-    "polychromatic_transmission",
-    "form_image",
     "COUNTS_SCALE_IDEAL",
     "POISSON_EXACT_BELOW",
+    "DetectorEffects",
+    "SpectralBins",
+    "expected_log_attenuation",
+    "expected_transmission",
+    "form_image",
+    "polychromatic_transmission",
+    "spectral_bins",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,12 +108,12 @@ class DetectorEffects:
     quantisation: bool = True
 
     @classmethod
-    def none(cls) -> "DetectorEffects":
+    def none(cls) -> DetectorEffects:
         """Every effect off: counts are the noise-free primary (ideal ADC)."""
         return cls(**{f.name: False for f in dataclasses.fields(cls)})
 
     @classmethod
-    def only(cls, *names: str) -> "DetectorEffects":
+    def only(cls, *names: str) -> DetectorEffects:
         """Only the named effects on."""
         known = {f.name for f in dataclasses.fields(cls)}
         bad = set(names) - known
@@ -130,7 +130,7 @@ class DetectorEffects:
 # ---------------------------------------------------------------------------------------------
 
 
-def _resolve(profile: "ScannerProfile | str", tables: "PhysicsTables | None"):
+def _resolve(profile: ScannerProfile | str, tables: PhysicsTables | None):
     from ..physics.tables import load_tables
     from ..profiles import load_profile
 
@@ -139,9 +139,9 @@ def _resolve(profile: "ScannerProfile | str", tables: "PhysicsTables | None"):
 
 def expected_transmission(
     materials: Mapping[str, float | np.ndarray],
-    profile: "ScannerProfile | str",
+    profile: ScannerProfile | str,
     *,
-    tables: "PhysicsTables | None" = None,
+    tables: PhysicsTables | None = None,
     moment: int = 1,
 ) -> np.ndarray:
     """Noise-free polychromatic transmission per channel on the tables' fine (1 keV) grid.
@@ -186,9 +186,9 @@ def expected_transmission(
 
 def expected_log_attenuation(
     materials: Mapping[str, float | np.ndarray],
-    profile: "ScannerProfile | str",
+    profile: ScannerProfile | str,
     *,
-    tables: "PhysicsTables | None" = None,
+    tables: PhysicsTables | None = None,
 ) -> np.ndarray:
     """Noise-free polychromatic ``L = -ln(I/I0)`` per channel for given path lengths (cm).
 
@@ -319,7 +319,7 @@ def _refine_bins(w1: np.ndarray, w2: np.ndarray, mu: np.ndarray, tol: float, sta
 
 
 @functools.lru_cache(maxsize=16)
-def _spectral_bins(profile: "ScannerProfile", tables: "PhysicsTables", tol: float) -> SpectralBins:
+def _spectral_bins(profile: ScannerProfile, tables: PhysicsTables, tol: float) -> SpectralBins:
     mu_all = tables.mu_matrix(tables.materials)  # (M, K)
     w1s = profile.effective_spectra(tables, moment=1)
     w2s = profile.effective_spectra(tables, moment=2)
@@ -360,7 +360,7 @@ def _spectral_bins(profile: "ScannerProfile", tables: "PhysicsTables", tol: floa
     )
 
 
-def spectral_bins(profile: "ScannerProfile | str", tables: "PhysicsTables | None" = None, *, tol: float = BIN_TOLERANCE) -> SpectralBins:
+def spectral_bins(profile: ScannerProfile | str, tables: PhysicsTables | None = None, *, tol: float = BIN_TOLERANCE) -> SpectralBins:
     """Coarse energy bins of a profile's effective spectra (cached per profile and tables).
 
     Start from 6 equal-signal quantile bins of the detected-energy weights, split at every
@@ -379,9 +379,9 @@ def spectral_bins(profile: "ScannerProfile | str", tables: "PhysicsTables | None
 def polychromatic_transmission(
     thickness_cm: np.ndarray,
     materials: tuple[str, ...],
-    profile: "ScannerProfile | str",
+    profile: ScannerProfile | str,
     *,
-    tables: "PhysicsTables | None" = None,
+    tables: PhysicsTables | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Binned noise-free transmission of a material stack (Numba kernel).
 
@@ -425,7 +425,7 @@ def polychromatic_transmission(
 
 def _pixel_gaussian_kernel(sigma: float) -> np.ndarray:
     """Gaussian PSF of ``sigma`` px integrated over each pixel's aperture (sums to 1)."""
-    r = max(1, int(math.ceil(4.0 * sigma + 0.5)))
+    r = max(1, math.ceil(4.0 * sigma + 0.5))
     edges = (np.arange(-r, r + 2) - 0.5) / (sigma * math.sqrt(2.0))
     cdf = 0.5 * (1.0 + np.array([math.erf(v) for v in edges]))
     k = np.diff(cdf)
@@ -471,14 +471,14 @@ def _rng(seed: int | np.random.Generator) -> np.random.Generator:
 
 def form_image(
     stack: MaterialStack,
-    profile: "ScannerProfile | str",
+    profile: ScannerProfile | str,
     *,
     seed: int | np.random.Generator,
     effects: DetectorEffects = DetectorEffects(),
     scan_id: str = "",
     truth: Truth | None = None,
     n_ref_lines: int | None = None,
-    tables: "PhysicsTables | None" = None,
+    tables: PhysicsTables | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> RawScan:
     """Simulate the raw detector counts of a line scanner for a material stack.

@@ -318,13 +318,17 @@ tested on. Every file holds raw counts with dark and air references and `/truth`
 confusers (look-alikes that are *not* targets) are listed in the file metadata
 (`metadata.simulation.confusers`) so that false alarms on them can be counted.
 
-Regenerate (deterministic, same bytes for the same seed):
+Truth classes: `ivory` (tusks, cut sections), `ivory_worked` (blocks, bangles, carvings, chopsticks,
+name seals), `pangolin_scales` (one box per pile, sack or loose cluster of plates; a lone plate is a
+cluster of one), `rhino_horn` (whole horns and pieces).
+
+Regenerate (deterministic: the same bytes for the same seed, nii version and physics tables):
 
 ```
 nii simulate --preset samples --seed {seed} --out sample_scans
 ```
 
-Open one: `nii info sample_scans/01_luggage_ivory.h5`; run the detector: `nii scan sample_scans/`.
+Open one: `nii info sample_scans/{first}`; run the detector: `nii scan sample_scans/ --out results/`.
 Labels of the set: `annotations.coco.json` (COCO), `labels/*.txt` (YOLO), `manifest.json`.
 Thumbnails (`thumbs/`): operator colours ({mode}); red boxes = truth, yellow = confusers.
 
@@ -342,12 +346,13 @@ def write_samples_readme(out_dir: Path, records: Sequence[ScanRecord], seed: int
         sim = dict(read(out_dir / r.file_name).metadata).get("simulation", {})
         objects = ", ".join(o for o in sim.get("objects", []))
         confusers = sorted({c["class"] for c in r.confusers})
-        truth = ", ".join(f"{c}" for c in r.classes) or "none (negative)"
+        truth = ", ".join(f"{t['class']} ({t['kind']})" for t in sim.get("targets", [])) or "none (negative)"
         contents = f"objects: {objects}" + (f"; confusers: {', '.join(confusers)}" if confusers else "")
         stem = Path(r.file_name).stem
         rows.append(f"| `{r.file_name}` | {sim.get('profile', '')} | {r.scenario} ({r.family}) | {r.height} x {r.width} | "
                     f"{contents} | {truth} | ![{stem}](thumbs/{stem}.png) |")
-    text = _README_HEAD.format(seed=seed, mode=mode) + "\n".join(rows) + "\n"
+    first = records[0].file_name if records else ""
+    text = _README_HEAD.format(seed=seed, mode=mode, first=first) + "\n".join(rows) + "\n"
     return atomic_write_text(out_dir / "README.md", text)
 
 

@@ -152,3 +152,10 @@ def test_far_moves_the_operating_point(demo_detector, make_object, make_scan):
     assert len(demo_detector.detect(scan, conf=0.01, anomalies=False)) >= len(d_lo)
     for d in demo_detector.detect(scan, far="1%", anomalies=False, evidence=False):
         assert d.confidence >= th.for_far(0.01)[d.class_id]
+
+
+def test_with_far_changes_the_default_operating_point(demo_detector):
+    d = demo_detector.with_far("30%")
+    assert d.backend is demo_detector.backend
+    np.testing.assert_array_equal(d.thresholds.for_far(), demo_detector.thresholds.for_far("30%"))
+    assert demo_detector.thresholds.default_far == 0.01

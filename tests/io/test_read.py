@@ -165,7 +165,7 @@ def test_nan_in_hdf5_reference(tmp_path):
 
 
 def test_formats_listed():
-    assert formats() == ["nii-hdf5", "dicos", "tiff", "raw", "rendered"]
+    assert formats() == ["nii-hdf5", "dicos", "raw", "tiff", "rendered"]
 
 
 def test_nii_info_on_every_format(samples):

@@ -10,7 +10,12 @@ import pytest
 from nii._assets import asset_dir
 from nii.errors import CalibrationError
 from nii.physics.tables import load_tables
-from nii.profiles import ScannerProfile, list_profiles, load_profile, profile_from_mapping
+from nii.profiles import (
+    ScannerProfile,
+    list_profiles,
+    load_profile,
+    profile_from_mapping,
+)
 
 
 @pytest.fixture(scope="module")

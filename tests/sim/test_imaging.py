@@ -338,7 +338,7 @@ def test_blur_alone(prof):
     assert lsf.sum() == pytest.approx(1.0, abs=1e-4)
     sigma_px = prof.blur.sigma_mm() / prof.line_pitch_mm
     i = np.arange(-10, 11)
-    cdf = lambda v: 0.5 * (1 + np.vectorize(math.erf)(v / (sigma_px * math.sqrt(2))))  # noqa: E731
+    cdf = lambda v: 0.5 * (1 + np.vectorize(math.erf)(v / (sigma_px * math.sqrt(2))))
     expected = cdf(i + 0.5) - cdf(i - 0.5)
     np.testing.assert_allclose(lsf[w // 2 - 11 : w // 2 + 10], expected, atol=2e-3)
     assert np.sum(lsf * x) == pytest.approx(0.0, abs=1e-3)

@@ -125,6 +125,20 @@ def test_r_orders_materials_as_physics_says(pid, tables):
     assert max(inorganic) < r["steel"] - 0.2
 
 
+@pytest.mark.parametrize("pid", ["baggage_sandwich_140", "dual_kvp_80_140"])
+def test_r_depends_on_thickness_as_physics_md_says(pid, tables):
+    """PHYSICS.md: R alone is thickness-dependent, 3 cm of ivory looks like 2 cm of aluminium."""
+    prof = load_profile(pid)
+    r = {}
+    for i, (name, t) in enumerate((("ivory", 3.0), ("aluminium", 2.0), ("ivory", 0.5), ("ivory", 8.0))):
+        raw = form_image(slab(prof, name, t, 64, 64), prof, seed=50 + i, effects=NORMALISABLE)
+        L = -np.log(normalise(raw)[:, 8:-8, 8:-8].mean(axis=(1, 2)))
+        r[name, t] = L[0] / L[1]
+    assert r["ivory", 3.0] == pytest.approx(r["aluminium", 2.0], rel=0.03)
+    # beam hardening: R of one material falls as it gets thicker
+    assert r["ivory", 0.5] > r["ivory", 3.0] > r["ivory", 8.0]
+
+
 @pytest.mark.parametrize("pid", PROFILES)
 def test_noise_variance_is_poisson(pid, tables):
     """Energy-integrating detector: Var(I/I0) = S2 / N0 with N0 = Q <E>^2 / (<1> <E^2>)."""
@@ -187,3 +201,50 @@ def test_same_seed_identical_bytes():
 
     assert digest(123) == digest(123)
     assert digest(123) != digest(124)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pid", PROFILES)
+def test_full_width_slabs_with_every_effect(pid, tables):
+    """Every effect on (dead/hot channels masked), full detector width, six thicknesses per material."""
+    prof = load_profile(pid)
+    names = [m for m in tables.materials if tables.composition(m)["category"] != "detector"]
+    w1 = independent_weights(prof, tables)[1]
+    for i, name in enumerate(names):
+        mean_mu = (w1 * tables.mu(name)).sum() / w1.sum()
+        for j, lh in enumerate((0.05, 0.3, 1.0, 2.0, 3.5, 5.0)):
+            t = lh / mean_mu
+            raw = form_image(slab(prof, name, t, prof.channels, 24), prof, seed=7919 * i + j)
+            good = ~raw.dead_mask.any(axis=0)
+            T = normalise(raw)[:, good, 4:-4]
+            measured = -np.log(T.mean(axis=(1, 2)))
+            predicted = -np.log(beer_lambert(prof, tables, {name: float(np.float32(t))}))
+            np.testing.assert_allclose(measured, predicted, rtol=0.01, err_msg=f"{name} {t:.4g} cm")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pid", PROFILES)
+def test_binning_dense_sweep(pid, tables):
+    """Binned kernel vs the fine grid: every material x 40 path lengths (L_high 0.01..8), and 5-material mixtures."""
+    from nii.sim.imaging import polychromatic_transmission
+
+    prof = load_profile(pid)
+    names = tuple(tables.materials)
+    w1 = independent_weights(prof, tables)[1]
+    levels = np.geomspace(0.01, 8.0, 40)
+    for name in names:
+        mean_mu = (w1 * tables.mu(name)).sum() / w1.sum()
+        t = (levels / mean_mu).astype(np.float32)
+        tt, _ = polychromatic_transmission(t[None, None, :], (name,), prof, tables=tables)
+        coarse = -np.log(tt[:, 0, :].astype(np.float64))
+        fine = np.array([-np.log(beer_lambert(prof, tables, {name: float(x)})) for x in t]).T
+        np.testing.assert_allclose(coarse, fine, rtol=2e-3, err_msg=name)
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        mix = tuple(rng.choice([n for n in names if n not in ("CsI", "GOS")], 5, replace=False))
+        mean_mu = np.array([(w1 * tables.mu(n)).sum() / w1.sum() for n in mix])
+        t = rng.dirichlet(np.ones(5)) * float(np.exp(rng.uniform(np.log(0.02), np.log(6.0)))) / mean_mu
+        tt, _ = polychromatic_transmission(t.astype(np.float32)[:, None, None], mix, prof, tables=tables)
+        coarse = -np.log(tt[:, 0, 0].astype(np.float64))
+        fine = -np.log(beer_lambert(prof, tables, dict(zip(mix, t.astype(np.float32).astype(float)))))
+        np.testing.assert_allclose(coarse, fine, rtol=2e-3, err_msg=str(mix))
