@@ -29,6 +29,8 @@ __all__ = [
     "__version__",
     "read",
     "write_hdf5",
+    "Pipeline",
+    "Result",
     "RawScan",
     "Scan",
     "EnergyChannel",
@@ -57,11 +59,14 @@ _LAZY = {
     "normalize": ("nii.normalize", "normalize"),
     "normalize_stream": ("nii.normalize", "normalize_stream"),
     "Detector": ("nii.detect", "Detector"),
+    "Pipeline": ("nii.pipeline", "Pipeline"),
+    "Result": ("nii.pipeline", "Result"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .detect import Detector
     from .io import read, write_hdf5
+    from .pipeline import Pipeline, Result
 
 
 def __getattr__(name: str) -> Any:

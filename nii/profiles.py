@@ -377,9 +377,7 @@ def _get(d: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ..
             raise CalibrationError(f"missing key {key!r}", path=where)
         return default
     val = d[key]
-    if kind in (float, (float,)) and isinstance(val, int) and not isinstance(val, bool):
-        val = float(val)
-    if not isinstance(val, kind) or isinstance(val, bool) and kind is not bool:
+    if not isinstance(val, kind) or (isinstance(val, bool) and kind is not bool):
         raise CalibrationError(f"key {key!r} must be {getattr(kind, '__name__', kind)}, got {val!r}", path=where)
     return val
 

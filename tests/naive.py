@@ -183,3 +183,34 @@ def adc_naive(counts, z, dead, hot, dark, sd_e, n_dark, full, limit, scale):
     tube_on[dead] = dead_vals[dead]
     tube_on[hot] = full
     return np.rint(np.clip(v, 0.0, limit) * scale)
+
+
+def naive_part_chords(kind, params, rot, center, shape, py, px, *, n_steps=4000, half_length=None):
+    """Chord of one posed convex part by ray marching its inside test (independent of the kernel).
+
+    ``kind`` ellipsoid / box / frustum as in :class:`nii.sim.phantoms.primitives.Part`; ``rot``
+    columns are the part's canonical axes in the scene and ``center`` its canonical origin (cm).
+    Each pixel's ray ``(x, y, t)`` is sampled at ``n_steps`` midpoints over ``|t - c_z| <= half_length``.
+    """
+    p = np.asarray(params, float)
+    rot = np.asarray(rot, float)
+    center = np.asarray(center, float)
+    if half_length is None:
+        half_length = 2.0 * float(np.abs(p[:3]).sum() + (p[0] if kind == "frustum" else 0.0))
+    dt = 2.0 * half_length / n_steps
+    t = -half_length + (np.arange(n_steps) + 0.5) * dt
+    out = np.zeros(shape)
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            pts = np.stack([np.full(n_steps, (j + 0.5) * px - center[0]), np.full(n_steps, (i + 0.5) * py - center[1]), t], axis=1)
+            q = pts @ rot  # canonical coordinates: rot^T (p - c)
+            if kind == "ellipsoid":
+                inside = ((q / p[:3]) ** 2).sum(axis=1) <= 1.0
+            elif kind == "box":
+                inside = np.all(np.abs(q) <= p[:3], axis=1)
+            else:
+                length, r0, r1 = p[:3]
+                rz = r0 + (r1 - r0) / length * q[:, 2]
+                inside = ((q @ p[3:6]) >= 0) & (((q - [0, 0, length]) @ p[6:9]) >= 0) & (rz >= 0) & (q[:, 0] ** 2 + q[:, 1] ** 2 <= rz**2)
+            out[i, j] = inside.sum() * dt
+    return out

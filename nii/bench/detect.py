@@ -185,8 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     backends = [("onnx", det)]
     if not args.no_ultralytics and available() and (Path(det.folder) / "model.pt").is_file():
-        pt = Detector.load(model, backend="ultralytics", batch_size=args.batch)
-        pt.backend._threads = args.threads
+        pt = Detector.load(model, backend="ultralytics", threads=args.threads, batch_size=args.batch)
         backends.append(("ultralytics", pt))
     for name, d in backends:
         res["backends"][name] = {kind: _time_scan(d, scan, args.repeat if kind == "baggage" else max(3, args.repeat // 5)) for kind, scan in scans.items()}

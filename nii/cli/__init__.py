@@ -32,6 +32,8 @@ COMMAND_MODULES = (
     "train",
     "evaluate",
     "review",
+    "watch",
+    "serve",
 )
 
 

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="dataset_command", metavar="ACTION")
     b = sub.add_parser("build", help="build a simulated dataset", description="Build a simulated dataset (see nii.dataset.builder).")
     b.add_argument("--out", required=True, help="output folder")
-    b.add_argument("--n-train", type=_nonneg_int, default=1000, help="training scenes (default 1000)")
+    b.add_argument("--n-train", type=_nonneg_int, default=1200, help="training scenes (default 1200)")
     b.add_argument("--n-val", type=_nonneg_int, default=400, help="validation scenes (default 400)")
     b.add_argument("--n-test", type=_nonneg_int, default=400, help="test scenes (default 400)")
     b.add_argument("--seed", type=_nonneg_int, default=0, help="base seed (splits get disjoint scene seeds)")

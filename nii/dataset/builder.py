@@ -92,7 +92,7 @@ class BuildConfig:
         Worker processes.
     """
 
-    n_train: int = 1000
+    n_train: int = 1200
     n_val: int = 400
     n_test: int = 400
     seed: int = 0

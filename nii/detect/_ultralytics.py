@@ -133,7 +133,9 @@ def model_yaml(scale: str, *, nc: int, channels: int = 3, out_dir: str | os.Path
     d["channels"] = int(channels)
     d["scales"] = {"z": [depth, width, maxc]}
     d["scale"] = "z"
-    out = Path(out_dir) / f"{scale}-nc{nc}.yaml"
+    # Ultralytics guesses a scale letter from file names like "yolo11n": avoid that pattern so
+    # that the explicit "scale" key above is used
+    out = Path(out_dir) / f"nii-arch-{scale.replace('yolo', 'y')}-nc{nc}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(d, sort_keys=False), encoding="utf-8")
     return out

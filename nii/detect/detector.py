@@ -531,7 +531,8 @@ class Detector:
             ``ultralytics`` runs ``model.pt`` through the Ultralytics adapter (``train`` extra).
             A path ending in ``.pt`` selects the Ultralytics backend.
         threads : int, optional
-            onnxruntime intra-op threads (default: min(2, CPUs)).
+            onnxruntime intra-op threads (default: min(2, CPUs)); torch threads for the
+            Ultralytics backend (default: torch's own setting).
         batch_size : int
             Tiles per network call.
         verify : bool
@@ -561,7 +562,7 @@ class Detector:
                 raise ModelError("model.pt is not listed in SHA256SUMS", path=folder)
             from ._ultralytics import TorchBackend
 
-            be: Any = TorchBackend(pt, config=config)
+            be: Any = TorchBackend(pt, config=config, threads=threads)
             model_file = pt
         else:
             model_file = folder / "model.onnx"

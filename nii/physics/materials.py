@@ -57,7 +57,7 @@ def _f(formula: str) -> tuple[tuple[str, float], ...]:
     return ((formula, 1.0),)
 
 
-_ICRU46 = "ICRU Report 46 (1992) / NIST ICRU-44 compositions"
+_ICRU44 = "ICRU Report 44 (1989) composition as tabulated by NIST (\"Bone, Cortical (ICRU-44)\"), density 1.92"
 _STOICH = "stoichiometric formula"
 _CRC = "density: CRC Handbook of Chemistry and Physics"
 
@@ -67,7 +67,7 @@ MATERIALS: tuple[MaterialSpec, ...] = (
         "ivory", "target", 1.85,
         (("hydroxyapatite", 0.65), ("collagen", 0.25), ("water", 0.10)),
         "dentine as 65 % hydroxyapatite, 25 % collagen, 10 % water by mass (shared/PHYSICS.md; "
-        "Raubenheimer 1999, elephant dentine); density 1.85 (PHYSICS.md, dentine 1.8-2.0)",
+        "Raubenheimer 1999, Koedoe 42:57, African elephant ivory); density 1.85 (PHYSICS.md, dentine 1.8-2.0)",
         "elephant/mammoth tusk dentine",
     ),
     MaterialSpec(
@@ -88,7 +88,7 @@ MATERIALS: tuple[MaterialSpec, ...] = (
         "bone_cattle", "confuser", 1.92,
         (("H", 0.034), ("C", 0.155), ("N", 0.042), ("O", 0.435), ("Na", 0.001), ("Mg", 0.002),
          ("P", 0.103), ("S", 0.003), ("Ca", 0.225)),
-        f"cortical bone, {_ICRU46}",
+        f"cortical bone, {_ICRU44}",
         "mammalian cortical bone",
     ),
     MaterialSpec("shell", "confuser", 2.71, _f("CaCO3"), f"{_STOICH} (calcite); {_CRC}", "mollusc shell"),
@@ -97,7 +97,9 @@ MATERIALS: tuple[MaterialSpec, ...] = (
     MaterialSpec(
         "glass", "confuser", 2.50,
         (("SiO2", 0.73), ("Na2O", 0.14), ("CaO", 0.09), ("MgO", 0.04)),
-        "soda-lime glass, typical oxide composition (ASTM C1036 float glass); density 2.5",
+        "soda-lime float/container glass, typical oxide composition (Shelby, Introduction to Glass "
+        "Science and Technology, 2005); density 2.5",
+        "PHYSICS.md's Zeff 11.6 is fused silica; soda-lime is ~12.3",
     ),
     MaterialSpec("salt", "confuser", 2.16, _f("NaCl"), f"{_STOICH}; {_CRC}", "rock salt / table salt crystal"),
     MaterialSpec(

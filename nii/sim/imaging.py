@@ -80,8 +80,10 @@ log = logging.getLogger(__name__)
 COUNTS_SCALE_IDEAL = 256
 #: Pixels expecting fewer equivalent quanta than this get exact Poisson draws.
 POISSON_EXACT_BELOW = 50.0
-#: Binning accuracy target: max relative error of L against the 1 keV grid.
+#: Binning accuracy target: max relative error of L against the 1 keV grid ...
 BIN_TOLERANCE = 1.5e-3
+#: ... for every table material at every path length whose fine-grid L is at most this.
+L_VALIDATED = 8.0
 
 
 @dataclass(frozen=True)
@@ -266,9 +268,14 @@ def _bins_from_edges(w1: np.ndarray, w2: np.ndarray, mu: np.ndarray, edges: np.n
 
 
 def _validation_thicknesses(mu: np.ndarray, w1: np.ndarray, l_max: float = 8.0) -> np.ndarray:
-    """Per material, path lengths giving fine-grid L from 0.01 to about ``l_max`` (geometric)."""
+    """Per material, path lengths from ``L ~ 0.01`` to far beyond ``l_max`` (geometric, 48 steps).
+
+    The mean-attenuation estimate of ``L`` overshoots strongly for hardening materials (lead), so
+    the range runs to 40 times ``l_max``; :func:`_refine_bins` ignores points whose fine-grid ``L``
+    exceeds ``l_max``.
+    """
     mean_mu = mu @ w1  # (M,)
-    l_targets = np.geomspace(0.01, l_max, 14)
+    l_targets = np.geomspace(0.01, 40.0 * l_max, 48)
     return l_targets[None, :] / mean_mu[:, None]  # (M, T)
 
 
@@ -292,30 +299,32 @@ def _refine_bins(w1: np.ndarray, w2: np.ndarray, mu: np.ndarray, tol: float, sta
     fine_e = np.exp(-mu[:, None, :] * thick[:, :, None])  # (M, T, K)
     contrib = fine_e * w1  # (M, T, K)
     t_fine = contrib.sum(axis=2)
-    l_fine = -np.log(t_fine)
+    with np.errstate(divide="ignore"):
+        l_fine = -np.log(t_fine)
+    keep = (l_fine <= L_VALIDATED).astype(np.float64)  # errors beyond L = 8 are not counted
+    t_fine = np.where(t_fine > 0, t_fine, 1.0)
     while True:
         b1, b2, mub = _bins_from_edges(w1, w2, mu, edges)
         exact_b = np.add.reduceat(contrib, edges[:-1], axis=2)  # (M, T, B)
         approx_b = b1 * np.exp(-mub[:, None, :] * thick[:, :, None])
         delta = approx_b - exact_b
-        rel = np.abs(delta.sum(axis=2)) / t_fine / np.maximum(l_fine, 1e-12)
+        rel = keep * np.abs(delta.sum(axis=2)) / t_fine / np.maximum(l_fine, 1e-12)
         err = float(rel.max())
         if err <= tol or len(edges) - 1 >= max_bins:
             return edges, b1, b2, mub, err
-        per_bin = (np.abs(delta) / (t_fine * np.maximum(l_fine, 1e-12))[:, :, None]).max(axis=(0, 1))
+        per_bin = (np.abs(delta) * (keep / (t_fine * np.maximum(l_fine, 1e-12)))[:, :, None]).max(axis=(0, 1))
         order = np.argsort(per_bin)[::-1]
-        split = False
-        for b in order[: max(1, len(order) // 8)]:
+        mids = []
+        for b in order[: max(1, len(order) // 8)]:  # the worst eighth of the bins, split at once
             a, z = edges[b], edges[b + 1]
             if z - a < 2:
                 continue
             c = np.cumsum(w1[a:z])
             mid = a + 1 + int(np.searchsorted(c, c[-1] / 2.0))
-            mid = min(max(mid, a + 1), z - 1)
-            edges = np.unique(np.append(edges, mid))
-            split = True
-        if not split:
+            mids.append(min(max(mid, a + 1), z - 1))
+        if not mids:
             return edges, b1, b2, mub, err
+        edges = np.unique(np.concatenate([edges, mids]))
 
 
 @functools.lru_cache(maxsize=16)
@@ -396,14 +405,20 @@ def polychromatic_transmission(
     t, s2 : ndarray (E, H, W) float32
         Signal transmission ``I/I0`` and second-moment transmission (noise variance factor).
     """
-    from .._kernels.sim import transmission_kernel
-
     prof, tab = _resolve(profile, tables)
     thick = np.ascontiguousarray(thickness_cm, dtype=np.float32)
     if thick.ndim != 3 or thick.shape[0] != len(materials):
         raise InvalidDataError(f"thickness_cm must be (M, H, W) with M = {len(materials)}, got {thick.shape}")
     if not np.all(np.isfinite(thick)) or (thick.size and thick.min() < 0):
         raise InvalidDataError("thickness_cm must be finite and >= 0")
+    return _transmission(thick, tuple(materials), prof, tab)
+
+
+def _transmission(thick: np.ndarray, materials: tuple[str, ...], prof: ScannerProfile, tab: PhysicsTables):
+    """:func:`polychromatic_transmission` without validation (a MaterialStack is validated already)."""
+    from .._kernels.sim import transmission_kernel
+
+    thick = np.ascontiguousarray(thick, dtype=np.float32)
     bins = spectral_bins(prof, tab)
     idx = [tab.index(m) for m in materials]
     mu = np.ascontiguousarray(bins.mu[:, idx, :])
@@ -544,7 +559,7 @@ def form_image(
     h, w = stack.shape
 
     # 1. primary -----------------------------------------------------------------------------
-    t, s2 = polychromatic_transmission(stack.thickness_cm, stack.materials, prof, tables=tab)
+    t, s2 = _transmission(stack.thickness_cm, stack.materials, prof, tab)  # stack validated on construction
 
     # 2. blur, 3. scatter (object lines; air lines are uniform so blur leaves them unchanged)
     sig_px_h = prof.blur.sigma_mm() / prof.detector_pitch_mm

@@ -111,9 +111,19 @@ def write_yolo(folder: str | os.PathLike, record: LabelRecord, *, classes: Seque
 
 
 def write_class_files(folder: str | os.PathLike, *, classes: Sequence[str] = TRUTH_CLASSES) -> list[Path]:
-    """Write ``classes.txt`` and a YOLO ``dataset.yaml`` (images and labels in the folder)."""
+    """Write ``classes.txt`` and a YOLO-style ``dataset.yaml`` naming the classes.
+
+    The scans are nii HDF5 (raw counts), not images: ``labels/<scan>.txt`` hold YOLO boxes on the
+    full scan (width = scan lines W, height = detector channels H). ``nii dataset`` turns scans
+    into the normalised image tiles a YOLO trainer reads.
+    """
     folder = Path(folder)
     names = "\n".join(f"  {k}: {c}" for k, c in enumerate(classes))
-    yaml = f"# nii simulated dataset (YOLO)\npath: .\ntrain: images\nval: images\nnames:\n{names}\n"
+    yaml = (
+        "# nii simulated scans. Scans are nii HDF5 (raw counts), not images; labels/<scan>.txt are YOLO\n"
+        "# boxes (class cx cy w h, normalised by W = scan lines and H = detector channels) on the full scan.\n"
+        "# `nii dataset` builds the image tiles a YOLO trainer reads.\n"
+        f"path: .\nscans: '*.h5'\nlabels: labels\nnc: {len(classes)}\nnames:\n{names}\n"
+    )
     return [atomic_write_text(folder / "classes.txt", "".join(c + "\n" for c in classes)),
             atomic_write_text(folder / "dataset.yaml", yaml)]

@@ -217,7 +217,7 @@ def generate(
         raise InvalidParameterError(f"count must be an integer in [1, 10000000], got {count!r}")
     if seed < 0 or start < 0:
         raise InvalidParameterError(f"seed and start must be non-negative, got {seed}, {start}")
-    workers = os.cpu_count() or 1 if workers is None else int(workers)
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise InvalidParameterError(f"workers must be >= 1, got {workers}")
     if profile not in list_profiles():
@@ -365,7 +365,7 @@ def generate_preset(name: str, *, out_dir: str | os.PathLike, seed: int, workers
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs = sample_jobs(out, seed, compression=compression)
-    workers = os.cpu_count() or 1 if workers is None else int(workers)
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
     records = _run_jobs(jobs, min(max(workers, 1), len(jobs)), on_done)
     manifest = {"command": command, "nii_version": __version__, "preset": name, "seed": seed, "count": len(jobs),
                 "compression": compression, "scans_spec": [list(p) for p in SAMPLE_PRESET]}

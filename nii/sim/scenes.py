@@ -26,6 +26,7 @@ is a cluster of one). Confusers are not truth: their class and box go to
 from __future__ import annotations
 
 import hashlib
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -159,18 +160,23 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 
-#: Weights of the scenarios that ``mixed`` draws from.
-MIXED_WEIGHTS: Mapping[str, float] = {
+#: Weights of the scenarios that ``mixed`` draws from (read-only).
+MIXED_WEIGHTS: Mapping[str, float] = types.MappingProxyType({
     "luggage_clothes": 3, "sack_nuts": 1, "sack_shells": 1, "hollow_timber": 1, "behind_metal": 1.5,
     "mixed_bones": 1, "carton_stack": 1.5, "pallet_cargo": 1.5, "negative_confusers": 2, "negative_clutter": 1.5,
-}
+})
 SCENARIOS["mixed"] = Scenario("mixed", "mixed", "one of the scenarios above per scene, weighted; records which", "any",
                               ("baggage", "cargo"), 0.6, 3.0, 0.5)
 
-FAMILIES: Mapping[str, tuple[str, ...]] = {}
-for _s in SCENARIOS.values():
-    FAMILIES.setdefault(_s.family, ())  # type: ignore[attr-defined]
-    FAMILIES[_s.family] += (_s.name,)  # type: ignore[index]
+def _families() -> Mapping[str, tuple[str, ...]]:
+    fams: dict[str, tuple[str, ...]] = {}
+    for sc in SCENARIOS.values():
+        fams[sc.family] = fams.get(sc.family, ()) + (sc.name,)
+    return types.MappingProxyType(fams)
+
+
+#: Scenario names per family (read-only), registry order.
+FAMILIES: Mapping[str, tuple[str, ...]] = _families()
 
 
 def list_scenarios() -> list[str]:
@@ -394,7 +400,26 @@ def scene_grid(profile: Any, *, channels: int | None = None, length_cm: float | 
     return _grid_for(profile, dom, channels=channels, length_cm=length_cm)
 
 
-def _place_near(rng: np.random.Generator, canvas: _Canvas, region, overlap: float, ph: Phantom) -> np.ndarray:
+def _footprint(ph: Phantom, rot: np.ndarray) -> tuple[float, float]:
+    """Half-size (x, y) in cm of a box holding the posed phantom's projection (conservative)."""
+    h = np.abs(rot) @ ph.extent()
+    return float(h[0]), float(h[1])
+
+
+def _clamp_into(c: np.ndarray, region, half: tuple[float, float]) -> np.ndarray:
+    """Move a centre so that a footprint of ``half`` stays inside ``region`` (centred if too big)."""
+    x0, x1, y0, y1 = region
+    out = c.copy()
+    for k, (lo, hi, h) in enumerate(((x0, x1, half[0]), (y0, y1, half[1]))):
+        lo, hi = lo + h, hi - h
+        out[k] = np.clip(c[k], lo, hi) if hi >= lo else 0.5 * (lo + hi)
+    return out
+
+
+def _place_near(rng: np.random.Generator, canvas: _Canvas, region, overlap: float, ph: Phantom, rot: np.ndarray) -> np.ndarray:
+    """A centre over a target already placed (probability ``overlap``) or anywhere in ``region``;
+    either way the object's footprint is kept inside the region (the container)."""
+    half = _footprint(ph, rot)
     if canvas.targets and rng.random() < overlap:
         _ph, mask = canvas.targets[int(rng.integers(0, len(canvas.targets)))]
         rows = np.flatnonzero(mask.any(axis=1))
@@ -402,8 +427,8 @@ def _place_near(rng: np.random.Generator, canvas: _Canvas, region, overlap: floa
         if len(rows):
             i = rng.uniform(rows[0], rows[-1] + 1)
             j = rng.uniform(cols[0], cols[-1] + 1)
-            return np.array([j * canvas.grid.px, i * canvas.grid.py, 0.0])
-    return _inside(rng, region, ph)
+            return _clamp_into(np.array([j * canvas.grid.px, i * canvas.grid.py, 0.0]), region, half)
+    return _inside(rng, region, half)
 
 
 def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.SeedSequence, *,
@@ -508,21 +533,31 @@ def _span(region) -> float:
     return float(np.hypot(max(region[1] - region[0], 0.0), max(region[3] - region[2], 0.0)))
 
 
-def _fitting(name: str, rng: np.random.Generator, region, *, tries: int = 6) -> Phantom | None:
-    """Build ``name`` until it fits the region lying down (None after ``tries`` draws)."""
-    span = _span(region)
+def _fitting(name: str, rng: np.random.Generator, region, *, tries: int = 6, required: bool = False) -> tuple[Phantom, np.ndarray] | None:
+    """Build ``name`` and pose it lying down so that its footprint fits the region.
+
+    Up to ``tries`` (phantom, pose) draws; when none fits, None, or for a ``required`` object
+    (a target) the draw that overflows least.
+    """
+    w = max(region[1] - region[0], 0.0)
+    h = max(region[3] - region[2], 0.0)
+    best, best_over = None, np.inf
     for _ in range(tries):
         ph = _scaled_build(name, rng, region)
-        if 2.0 * float(ph.extent()[:2].max()) <= 0.95 * span:
-            return ph
-    return None
+        rot = _lying(rng)
+        hx, hy = _footprint(ph, rot)
+        over = max(2 * hx - w, 0.0) + max(2 * hy - h, 0.0)
+        if over == 0.0:
+            return ph, rot
+        if over < best_over:
+            best, best_over = (ph, rot), over
+    return best if required else None
 
 
-def _inside(rng: np.random.Generator, region, ph: Phantom) -> np.ndarray:
-    """A centre keeping the phantom's footprint inside the region where it can."""
-    e = 0.5 * float(ph.extent()[:2].max())
+def _inside(rng: np.random.Generator, region, half: tuple[float, float]) -> np.ndarray:
+    """A uniform centre keeping a footprint of half-size ``half`` inside the region where it can."""
     x0, x1, y0, y1 = region
-    return _uniform_xy(rng, (x0 + e, x1 - e, y0 + e, y1 - e))
+    return _uniform_xy(rng, (x0 + half[0], x1 - half[0], y0 + half[1], y1 - half[1]))
 
 
 def _draw_targets(canvas: _Canvas, rng: np.random.Generator, sc: Scenario, regions) -> None:
@@ -531,9 +566,10 @@ def _draw_targets(canvas: _Canvas, rng: np.random.Generator, sc: Scenario, regio
     for k in range(n):
         name = sc.targets[int(order[k % len(order)])]
         region = regions[int(rng.integers(0, len(regions)))]
-        ph = _fitting(name, rng, region)
-        if ph is not None:
-            canvas.add(ph, _inside(rng, region, ph), _lying(rng))
+        got = _fitting(name, rng, region, required=True)
+        if got is not None:
+            ph, rot = got
+            canvas.add(ph, _inside(rng, region, _footprint(ph, rot)), rot)
 
 
 def _scaled_build(name: str, rng: np.random.Generator, region) -> Phantom:
@@ -555,18 +591,20 @@ def _draw_confusers(canvas: _Canvas, rng: np.random.Generator, sc: Scenario, reg
     for k in range(n):
         name = sc.confusers[int(order[k % len(order)])]
         region = regions[int(rng.integers(0, len(regions)))]
-        ph = _fitting(name, rng, region)
-        if ph is not None:
-            canvas.add(ph, _place_near(rng, canvas, region, sc.overlap, ph), _lying(rng))
+        got = _fitting(name, rng, region)
+        if got is not None:
+            ph, rot = got
+            canvas.add(ph, _place_near(rng, canvas, region, sc.overlap, ph, rot), rot)
 
 
 def _draw_clutter(canvas: _Canvas, rng: np.random.Generator, sc: Scenario, regions, names: tuple[str, ...]) -> None:
     for _ in range(_n_clutter(rng, sc, regions)):
         name = names[int(rng.integers(0, len(names)))]
         region = regions[int(rng.integers(0, len(regions)))]
-        ph = _fitting(name, rng, region, tries=3)
-        if ph is not None:
-            canvas.add(ph, _place_near(rng, canvas, region, sc.overlap, ph), _lying(rng))
+        got = _fitting(name, rng, region, tries=3)
+        if got is not None:
+            ph, rot = got
+            canvas.add(ph, _place_near(rng, canvas, region, sc.overlap, ph, rot), rot)
 
 
 def _add_textiles(canvas: _Canvas, rng: np.random.Generator, region, mean_cm: float) -> None:

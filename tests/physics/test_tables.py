@@ -172,14 +172,37 @@ def test_runtime_never_imports_xraydb_or_spekpy():
     assert res.returncode == 0, res.stderr
 
 
-def test_build_is_byte_reproducible(tmp_path):
+def test_build_is_byte_reproducible(tmp_path, capsys):
+    """`nii physics build --out DIR` reproduces the committed tables byte for byte."""
     pytest.importorskip("xraydb")
     pytest.importorskip("spekpy")
-    from nii.physics.build import build_tables
+    import json
 
-    summary = build_tables(tmp_path)
+    from nii.cli import main
+
+    assert main(["physics", "build", "--out", str(tmp_path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     committed = asset_dir("calibration") / "physics"
     for name, digest in summary["sha256"].items():
         assert digest == sha256_file(committed / name), f"{name} differs from the committed table: rebuild and commit"
     assert (tmp_path / "README.md").read_text() == (committed / "README.md").read_text()
+    assert (tmp_path / "SHA256SUMS").read_text() == (committed / "SHA256SUMS").read_text()
     assert Path(summary["out"]) == tmp_path
+    assert summary["versions"]["xraydb"] and summary["versions"]["spekpy"]
+
+
+def test_cli_physics_show(capsys):
+    import json
+
+    from nii.cli import main
+
+    assert main(["physics", "show", "--json", "--material", "ivory", "--material", "keratin", "--profile", "cargo_300"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in data["materials"]] == ["ivory", "keratin"]
+    assert data["materials"][0]["zeff"] == pytest.approx(13.8, abs=0.2)
+    (prof,) = data["profiles"]
+    assert prof["id"] == "cargo_300" and prof["binning_max_rel_error"] < 2e-3
+    assert prof["mean_detected_kev"][1] > prof["mean_detected_kev"][0]
+    assert main(["physics", "show", "--material", "water", "--profile", "baggage_sandwich_140"]) == 0
+    assert "water" in capsys.readouterr().out
+    assert main(["physics", "show", "--material", "unobtainium"]) == 1

@@ -114,3 +114,18 @@ def test_sample_scans_folder_is_complete():
     sums = dict(line.split()[::-1] for line in (folder / "SHA256SUMS").read_text().splitlines())
     assert sorted(sums) == [p.name for p in files]
     assert all(sha256_file(p) == sums[p.name] for p in files)
+
+
+@pytest.mark.slow
+def test_bench_simulate_reports_stages():
+    import argparse
+
+    from nii.bench import simulate as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = bench.run(parser.parse_args(["--profile", "dual_kvp_80_140", "--scenario", "negative_clutter", "--count", "2", "--workers", "1"]))
+    assert out["benchmark"] == "simulate" and out["count"] == 2
+    assert set(out["stage_ms"]) == {"scene", "imaging", "write", "total"}
+    assert out["pool_scans_per_s"] > 0 and out["scene_numpy_baseline_ms"] > 0 and out["memcopy_bound_ms"] > 0
+    assert out["mpx_per_energy"] == pytest.approx(896 * 950 / 1e6)

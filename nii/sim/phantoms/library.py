@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import InvalidParameterError
 from .base import Phantom
-from .primitives import Part, box, ellipsoid, hollow_box, random_rotation, tube
+from .primitives import Part, box, ellipsoid, hollow_box, random_rotation, random_rotations, tube
 
 __all__ = ["CatalogEntry", "CATALOG", "build", "catalog_names", "MATERIALS_USED"]
 
@@ -339,7 +339,7 @@ def shell_cloud_params(rng: np.random.Generator, centers: np.ndarray) -> tuple[n
     """Ellipsoid-cloud arrays for sea shells (hollow CaCO3 ovoids, 3-12 cm) at ``centers``."""
     n = len(centers)
     semi = np.column_stack([rng.uniform(1.5, 6, n), rng.uniform(1.2, 4, n), rng.uniform(0.6, 2.5, n)])
-    rots = np.array([random_rotation(rng) for _ in range(n)]) if n else np.zeros((0, 3, 3))
+    rots = random_rotations(rng, n)
     inner = rng.uniform(0.75, 0.93, n)
     return centers, rots, semi, inner
 
@@ -419,7 +419,7 @@ def _grain_cloud(rng: np.random.Generator, semi_sack: np.ndarray, n: int, size: 
     centers = p * (semi_sack - size[1])
     s = rng.uniform(*size, n)
     semi = np.column_stack([s, s * rng.uniform(0.6, 0.9, n), s * rng.uniform(0.5, 0.8, n)])
-    rots = np.array([random_rotation(rng) for _ in range(n)])
+    rots = random_rotations(rng, n)
     return centers, rots, semi, np.zeros(n)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "tube",
     "hollow_box",
     "random_rotation",
+    "random_rotations",
     "rotation_about",
     "chord",
     "splat_ellipsoids",
@@ -94,6 +95,11 @@ class Grid:
         return i0, i1, j0, j1
 
 
+#: The eight corners of the unit cube [0, 1]^3 (read-only).
+_CUBE01 = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
+_CUBE01.flags.writeable = False
+
+
 @dataclass(frozen=True, eq=False)
 class Part:
     """One convex solid of a phantom, in the phantom's frame.
@@ -147,8 +153,7 @@ class Part:
         else:
             hi = self.half_extent()
             lo = -hi
-        g = np.array(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij")).reshape(3, -1).T
-        return lo + g * (hi - lo)
+        return lo + _CUBE01 * (hi - lo)
 
     def volume(self) -> float:
         """Volume in cm³ (a frustum ignores its mitre cuts, exact for perpendicular ends)."""
@@ -200,6 +205,21 @@ def random_rotation(rng: np.random.Generator, *, max_tilt_deg: float | None = No
     phi = rng.uniform(0, 2 * np.pi)
     tilt = rotation_about(np.array([np.cos(phi), np.sin(phi), 0.0]), np.deg2rad(rng.uniform(-max_tilt_deg, max_tilt_deg)))
     return tilt @ yaw
+
+
+def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` rotations (n, 3, 3) drawn uniformly from SO(3) (normalised Gaussian quaternions)."""
+    q = rng.normal(size=(n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=-1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=-1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1),
+        ],
+        axis=1,
+    )
 
 
 def _frame_from_z(z: np.ndarray) -> np.ndarray:

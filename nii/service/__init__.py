@@ -1,0 +1,16 @@
+"""The HTTP service of ``nii serve`` (needs the ``serve`` extra: fastapi, uvicorn).
+
+Import :func:`create_app` from :mod:`nii.service.app`; this package itself imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+__all__ = ["create_app", "ServiceConfig", "check_bind"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'nii.service' has no attribute {name!r}")

@@ -1,0 +1,35 @@
+"""``nii evaluate`` / ``nii dataset synthetic`` / ``nii train --help`` through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nii.cli import main
+
+
+def test_evaluate_json_on_a_labelled_folder(tmp_path, capsys, demo_dir):
+    assert main(["dataset", "synthetic", "--out", str(tmp_path / "d"), "--size", "128", "--n-train", "0", "--n-val", "0", "--n-test", "30", "--seed", "11"]) == 0
+    capsys.readouterr()
+    rc = main(["evaluate", "--data", str(tmp_path / "d" / "test"), "--model", str(demo_dir), "--json", "--far", "5%", "--plots", str(tmp_path / "p")])
+    assert rc == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["n_images"] == 30 and "far_images" in m
+    for c in ("ivory", "ivory_worked", "pangolin_scales", "rhino_horn"):
+        assert {"pd_at_far_1pct", "pd_at_far_5pct", "ap50", "ap50_95", "pd_at_operating_point", "froc"} <= set(m["classes"][c])
+    assert (tmp_path / "p" / "pr_curve.png").is_file() and (tmp_path / "p" / "confusion_matrix.png").is_file()
+
+
+def test_evaluate_bad_folder(tmp_path, demo_dir, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", "--data", str(tmp_path / "empty"), "--model", str(demo_dir)]) == 1
+    assert "no scans" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", [["train", "--help"], ["dataset", "build", "--help"], ["evaluate", "--help"]])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(cmd)
+    assert e.value.code == 0
+    assert "usage" in capsys.readouterr().out
