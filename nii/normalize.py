@@ -42,9 +42,9 @@ independent of the scan length and results identical to :func:`normalize` on the
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import types
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -53,15 +53,20 @@ import numpy as np
 
 from .containers import Provenance, RawScan, Scan, Step, Truth
 from .errors import CalibrationError, InvalidDataError, InvalidParameterError
-from .materials import AIR_ATTENUATION_MAX, ZEFF_MIXED_MAX, ZEFF_ORGANIC_MAX, MaterialClass
+from .materials import (
+    AIR_ATTENUATION_MAX,
+    ZEFF_MIXED_MAX,
+    ZEFF_ORGANIC_MAX,
+    MaterialClass,
+)
 
 __all__ = [
-    "normalize",
-    "normalize_stream",
-    "normalize_and_encode",
-    "detector_input",
-    "resample_area",
     "area_weights",
+    "detector_input",
+    "normalize",
+    "normalize_and_encode",
+    "normalize_stream",
+    "resample_area",
     "resolve_calibration",
 ]
 
@@ -78,7 +83,12 @@ _DUMMY_TPAR = np.array([0.0, 1.0, 0.0, 1.0], dtype=np.float32)
 
 def resolve_calibration(calibration: Any, *, profile: str | None, energies: Any) -> Any:
     """Turn ``calibration`` (None, path, MaterialTable or CalibrationSet) into a CalibrationSet."""
-    from .calibrate import CalibrationSet, MaterialTable, default_calibration, load_calibration
+    from .calibrate import (
+        CalibrationSet,
+        MaterialTable,
+        default_calibration,
+        load_calibration,
+    )
 
     if calibration is None:
         return default_calibration(profile, energies)
@@ -119,7 +129,6 @@ def _repair_plan(bad: np.ndarray, energies: Any) -> tuple[np.ndarray, np.ndarray
     lo = np.full((e, h), -1, dtype=np.int32)
     hi = np.full((e, h), -1, dtype=np.int32)
     wt = np.zeros((e, h), dtype=np.float32)
-    idx = np.arange(h)
     for k in range(e):
         good = np.nonzero(~bad[k])[0]
         if good.size == 0:
@@ -132,7 +141,6 @@ def _repair_plan(bad: np.ndarray, energies: Any) -> tuple[np.ndarray, np.ndarray
             hi[k, c] = above
             if below >= 0 and above >= 0:
                 wt[k, c] = (c - below) / (above - below)
-    del idx
     return lo, hi, wt
 
 
@@ -726,7 +734,7 @@ def normalize_stream(
         if nh < 1:
             raise InvalidParameterError(f"target pitch too coarse for {h} channels")
         ih, wh = area_weights(factor[0], 0, nh, h)
-    buf_att = buf_valid = buf_imp = None
+    buf_att = None
     buf_start = 0  # global input line of buf[0]
     next_out = 0  # next output line to emit
     t0 = 0
@@ -777,7 +785,6 @@ def normalize_stream(
         t0 += n
         index += 1
         strip = next(it, None)
-    del buf_valid, buf_imp
 
 
 def detector_input(

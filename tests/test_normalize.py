@@ -11,7 +11,13 @@ from nii.bench.preprocess import make_scan
 from nii.calibrate import CalibrationSet, WedgeMaterial, build_material_table
 from nii.encoding import encode_detector_input
 from nii.materials import MaterialClass, render_pseudocolor
-from nii.normalize import detector_input, normalize, normalize_and_encode, normalize_stream, resample_area
+from nii.normalize import (
+    detector_input,
+    normalize,
+    normalize_and_encode,
+    normalize_stream,
+    resample_area,
+)
 from tests.naive import naive_area_resample
 
 ENERGIES = (EnergyChannel("low", 80.0), EnergyChannel("high", 140.0))

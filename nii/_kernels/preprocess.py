@@ -36,13 +36,13 @@ from numba import prange
 from ._config import FASTMATH
 
 __all__ = [
-    "TILE_LINES",
-    "MODE_SINGLE",
     "MODE_DUAL",
+    "MODE_SINGLE",
+    "STEP_CELL",
+    "TILE_LINES",
     "fused_normalize",
     "maps_from_attenuation",
     "step_tables",
-    "STEP_CELL",
 ]
 
 #: Scan lines per tile of the fused kernel (long rows vectorise; a tile of all channels stays in cache).
@@ -121,7 +121,7 @@ def _steps_of(law) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
-def step_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: C901
+def step_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Step tables of the 10 laws: colour (class 1..3) x (R, G, B), then the attenuation encoding.
 
     Returns
@@ -236,7 +236,7 @@ def _vexp(x, pw, pbits, n):  # pragma: no cover - compiled
     """``x[:n] = exp(x[:n])`` for ``x <= 0``; ``pw`` float32 scratch, ``pbits = pw.view(int32)``."""
     for k in range(n):
         v = x[k]
-        v = v if v > _EXP_MIN else _EXP_MIN
+        v = max(_EXP_MIN, v)
         fn = np.floor(v * _LOG2E + np.float32(0.5))
         r = v - fn * _LN2_HI
         r = r - fn * _LN2_LO
@@ -266,19 +266,15 @@ def _zeff_lookup(l_hi, r, table, l0, inv_dl, r0, inv_dr):  # pragma: no cover - 
     fx = (l_hi - l0) * inv_dl
     if not fx > _F0:
         fx = _F0
-    if fx > np.float32(nl - 1):
-        fx = np.float32(nl - 1)
+    fx = min(fx, np.float32(nl - 1))
     fy = (r - r0) * inv_dr
     if not fy > _F0:
         fy = _F0
-    if fy > np.float32(nr - 1):
-        fy = np.float32(nr - 1)
+    fy = min(fy, np.float32(nr - 1))
     i = int(fx)
-    if i > nl - 2:
-        i = nl - 2
+    i = min(i, nl - 2)
     j = int(fy)
-    if j > nr - 2:
-        j = nr - 2
+    j = min(j, nr - 2)
     tx = fx - np.float32(i)
     ty = fy - np.float32(j)
     a = table[i, j] + ty * (table[i, j + 1] - table[i, j])
@@ -330,7 +326,7 @@ def _pixel_maps(
             color[h, w, 2] = 0
         else:
             f0 = (cls - 1) * 3
-            x = l_hi if l_hi > _F0 else _F0
+            x = max(_F0, l_hi)
             color[h, w, 0] = _rounded(hue[cls, 0] * b + _HALF, f0, x, thr, lvl, start, inv_cell)
             color[h, w, 1] = _rounded(hue[cls, 1] * b + _HALF, f0 + 1, x, thr, lvl, start, inv_cell)
             color[h, w, 2] = _rounded(hue[cls, 2] * b + _HALF, f0 + 2, x, thr, lvl, start, inv_cell)
@@ -340,35 +336,29 @@ def _pixel_maps(
             enc[h, w, 1] = 0
             enc[h, w, 2] = 255
         else:
-            xh = l_hi if l_hi > _F0 else _F0
-            xl = l_lo if l_lo > _F0 else _F0
+            xh = max(_F0, l_hi)
+            xl = max(_F0, l_lo)
             vh = np.float32(255.0) * (_F1 - eh) + _HALF
             vl = np.float32(255.0) * (_F1 - el) + _HALF
             enc[h, w, 0] = _rounded(vh, 9, xh, thr, lvl, start, inv_cell)
             enc[h, w, 2] = _rounded(vl, 9, xl, thr, lvl, start, inv_cell)
-            if cls == _AIR or not (z == z) or l_hi < air_max:
+            if cls == _AIR or z != z or l_hi < air_max:
                 enc[h, w, 1] = 0
             else:
                 zn = (z - np.float32(5.0)) / np.float32(25.0)
-                if zn < _F0:
-                    zn = _F0
-                if zn > _F1:
-                    zn = _F1
+                zn = max(zn, _F0)
+                zn = min(zn, _F1)
                 enc[h, w, 1] = np.uint8(np.floor(np.float32(255.0) * zn + np.float32(0.5)))
 
 
 @nb.njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH)
 def _row_prepass(lo_row, hi_row, n, mode, table, tpar, air_max, zb, bb, ehb, elb, pw, pbits):  # pragma: no cover
     """Branch-free, vectorisable part of the per-pixel maps for one row segment."""
-    nl = table.shape[0]
-    nr = table.shape[1]
-    fl = np.float32(nl - 1)
-    fr = np.float32(nr - 1)
     for k in range(n):
         lh = hi_row[k]
         ll = lo_row[k]
-        xh = lh if lh > _F0 else _F0
-        xl = ll if ll > _F0 else _F0
+        xh = max(_F0, lh)
+        xl = max(_F0, ll)
         bb[k] = -_GAMMA * xh
         ehb[k] = -xh / _ENC_SCALE
         elb[k] = -xl / _ENC_SCALE
@@ -378,7 +368,7 @@ def _row_prepass(lo_row, hi_row, n, mode, table, tpar, air_max, zb, bb, ehb, elb
     if mode == MODE_DUAL:
         for k in range(n):
             lh = hi_row[k]
-            zb[k] = _zeff_lookup(lh, lo_row[k] / (lh if lh > air_max else air_max), table, tpar[0], tpar[1], tpar[2], tpar[3])
+            zb[k] = _zeff_lookup(lh, lo_row[k] / (max(air_max, lh)), table, tpar[0], tpar[1], tpar[2], tpar[3])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "run", "make_scan", "numpy_normalize"]
+__all__ = ["add_arguments", "make_scan", "numpy_normalize", "run"]
 
 _BYTES_WRITTEN_PER_PX = 2 * 4 + 1 + 4 + 1 + 3 + 3  # attenuation (2 planes), valid, zeff, class, colour, input
 
@@ -96,7 +96,12 @@ def numpy_normalize(raw, table) -> dict[str, np.ndarray]:
     """Plain NumPy implementation of the same steps as the fused kernel (whole-array operations)."""
     from ..calibrate import combine_lines, detect_bad_channels
     from ..encoding import encode_detector_input
-    from ..materials import AIR_ATTENUATION_MAX, MaterialClass, render_pseudocolor, zeff_to_class
+    from ..materials import (
+        AIR_ATTENUATION_MAX,
+        MaterialClass,
+        render_pseudocolor,
+        zeff_to_class,
+    )
 
     e, h, w = raw.counts.shape
     dark, dstd = combine_lines(raw.dark, return_std=True)
@@ -207,11 +212,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for w in (w_max // 8, w_max // 4, w_max // 2, w_max):
         raw = make_scan(h, w, seed=args.seed)
         normalize_and_encode(raw, table)  # warm (page faults, caches)
-        dt = _best(lambda: normalize_and_encode(raw, table), repeat)
+        dt = _best(lambda raw=raw: normalize_and_encode(raw, table), repeat)
         sizes.append({"channels": h, "lines": w, "mpx": h * w / 1e6, "seconds": dt, "mpx_per_s": h * w / dt / 1e6})
     raw = make_scan(h, w_max, seed=args.seed)
     dt_numba = sizes[-1]["seconds"]
-    scan, enc = normalize_and_encode(raw, table)
+    scan, _ = normalize_and_encode(raw, table)
     ref = numpy_normalize(raw, table)
     dt_numpy = _best(lambda: numpy_normalize(raw, table), max(1, min(repeat, 2)))
     agree = {

@@ -20,22 +20,28 @@ from .material import (
     default_table_path,
     load_default_table,
 )
-from .scanner import CALIBRATION_VERSION, CalibrationSet, channel_gain, combine_lines, detect_bad_channels
+from .scanner import (
+    CALIBRATION_VERSION,
+    CalibrationSet,
+    channel_gain,
+    combine_lines,
+    detect_bad_channels,
+)
 
 __all__ = [
-    "TABLE_VERSION",
     "CALIBRATION_VERSION",
+    "TABLE_VERSION",
+    "CalibrationSet",
     "MaterialTable",
     "WedgeMaterial",
     "build_material_table",
-    "default_table_path",
-    "load_default_table",
-    "CalibrationSet",
     "channel_gain",
     "combine_lines",
-    "detect_bad_channels",
     "default_calibration",
+    "default_table_path",
+    "detect_bad_channels",
     "load_calibration",
+    "load_default_table",
 ]
 
 

@@ -35,14 +35,19 @@ from typing import Any
 import numpy as np
 
 from ..containers import EnergyChannel, freeze_array
-from ..errors import CalibrationError, FileAccessError, InvalidDataError, InvalidParameterError
+from ..errors import (
+    CalibrationError,
+    FileAccessError,
+    InvalidDataError,
+    InvalidParameterError,
+)
 
 __all__ = [
     "TABLE_VERSION",
-    "ZEFF_FLOOR",
     "ZEFF_CEIL",
-    "WedgeMaterial",
+    "ZEFF_FLOOR",
     "MaterialTable",
+    "WedgeMaterial",
     "build_material_table",
     "default_table_path",
     "load_default_table",
@@ -212,17 +217,16 @@ class MaterialTable:
         from .._atomic import atomic_path
 
         path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    values=np.ascontiguousarray(self.values, dtype="<f4"),
-                    meta=np.array(json.dumps(self._meta(), sort_keys=True)),
-                )
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                values=np.ascontiguousarray(self.values, dtype="<f4"),
+                meta=np.array(json.dumps(self._meta(), sort_keys=True)),
+            )
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, sha256: str | None = None) -> "MaterialTable":
+    def load(cls, path: str | os.PathLike, *, sha256: str | None = None) -> MaterialTable:
         """Read a table written by :meth:`save`; verify the file's SHA-256 when given."""
         from .._assets import sha256_file
 
@@ -259,7 +263,7 @@ class MaterialTable:
         except (KeyError, TypeError, InvalidDataError) as exc:
             raise CalibrationError(f"malformed material table metadata: {exc}", path=path) from exc
 
-    def replace(self, **changes: Any) -> "MaterialTable":
+    def replace(self, **changes: Any) -> MaterialTable:
         return dataclasses.replace(self, **changes)
 
 

@@ -27,15 +27,21 @@ from typing import Any
 import numpy as np
 
 from ..containers import EnergyChannel, RawScan, freeze_array
-from ..errors import CalibrationError, CalibrationMismatchError, FileAccessError, InvalidDataError, InvalidParameterError
+from ..errors import (
+    CalibrationError,
+    CalibrationMismatchError,
+    FileAccessError,
+    InvalidDataError,
+    InvalidParameterError,
+)
 from .material import MaterialTable, _energies_tuple
 
 __all__ = [
+    "CALIBRATION_VERSION",
+    "CalibrationSet",
+    "channel_gain",
     "combine_lines",
     "detect_bad_channels",
-    "channel_gain",
-    "CalibrationSet",
-    "CALIBRATION_VERSION",
 ]
 
 CALIBRATION_VERSION = "nii-cal/1"
@@ -273,7 +279,7 @@ class CalibrationSet:
                     f"calibration energies {[x.describe() for x in energies]}"
                 )
         if not self.created:
-            object.__setattr__(self, "created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+            object.__setattr__(self, "created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
         object.__setattr__(self, "metadata", types.MappingProxyType(dict(self.metadata)))
 
     # -- construction ---------------------------------------------------------------------------
@@ -290,7 +296,7 @@ class CalibrationSet:
         sigma: float = 3.0,
         mem_limit: int = 64 << 20,
         bad_extra: np.ndarray | None = None,
-    ) -> "CalibrationSet":
+    ) -> CalibrationSet:
         """Build a set from recorded dark and air lines ``(E, H, n)`` (see :func:`combine_lines`)."""
         dark, dark_std = combine_lines(dark_lines, method=method, sigma=sigma, mem_limit=mem_limit, return_std=True)
         air = combine_lines(air_lines, method=method, sigma=sigma, mem_limit=mem_limit)
@@ -322,7 +328,7 @@ class CalibrationSet:
         )
 
     @classmethod
-    def from_raw(cls, raw: RawScan, *, material: MaterialTable | None = None, **kwargs: Any) -> "CalibrationSet":
+    def from_raw(cls, raw: RawScan, *, material: MaterialTable | None = None, **kwargs: Any) -> CalibrationSet:
         """Build a set from a scan's own dark and air references."""
         if raw.dark is None or raw.air is None:
             raise InvalidDataError(f"scan {raw.scan_id!r} has no dark and air references to calibrate from")
@@ -331,7 +337,7 @@ class CalibrationSet:
             bad_extra=raw.dead_mask, **kwargs,
         )
 
-    def with_material(self, material: MaterialTable | None) -> "CalibrationSet":
+    def with_material(self, material: MaterialTable | None) -> CalibrationSet:
         """A copy with another material table."""
         return dataclasses.replace(self, material=material)
 
@@ -403,13 +409,12 @@ class CalibrationSet:
         if self.material is not None:
             arrays["material_values"] = np.ascontiguousarray(self.material.values, dtype="<f4")
             arrays["material_meta"] = np.array(json.dumps(self.material._meta(), sort_keys=True))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CalibrationSet":
+    def load(cls, path: str | os.PathLike) -> CalibrationSet:
         """Read a set written by :meth:`save`."""
         path = Path(path)
         if not path.is_file():

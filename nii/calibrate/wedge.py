@@ -32,12 +32,12 @@ from .material import MaterialTable, WedgeMaterial, build_material_table
 __all__ = [
     "REFERENCE_MATERIALS",
     "TEST_PIECES",
-    "step_thicknesses",
-    "simulate_wedge_scan",
-    "measure_steps",
-    "simulate_wedges",
-    "wedges_from_scans",
     "build_table_for_profile",
+    "measure_steps",
+    "simulate_wedge_scan",
+    "simulate_wedges",
+    "step_thicknesses",
+    "wedges_from_scans",
     "zeff_accuracy",
 ]
 

@@ -63,7 +63,11 @@ def _wedge(args: argparse.Namespace) -> int:
     from .._assets import asset_dir, sha256_file
     from .._atomic import atomic_write_text
     from ..calibrate import build_material_table
-    from ..calibrate.wedge import REFERENCE_MATERIALS, build_table_for_profile, wedges_from_scans
+    from ..calibrate.wedge import (
+        REFERENCE_MATERIALS,
+        build_table_for_profile,
+        wedges_from_scans,
+    )
     from ..errors import InvalidParameterError
     from ..profiles import load_profile
 

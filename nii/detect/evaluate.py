@@ -64,6 +64,7 @@ class ImageRecord:
     kind: str = "dual_energy"
     family: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    scenario: str = ""
 
     @property
     def negative(self) -> bool:
@@ -188,7 +189,8 @@ def collect(
         boxes, scores, cls = detector.candidates(scan)
         meta = dict(scan.metadata or {})
         records.append(
-            ImageRecord(f.stem, boxes, scores, cls, gb, gc, kind=_kind_of(scan), family=str(meta.get("scenario", "")), meta={"path": str(f)})
+            ImageRecord(f.stem, boxes, scores, cls, gb, gc, kind=_kind_of(scan), family=str(meta.get("family", meta.get("scenario", ""))),
+                        meta={"path": str(f)}, scenario=str(meta.get("scenario", "")))
         )
         if progress:
             progress(i + 1, len(files))
@@ -320,7 +322,7 @@ def evaluate_records(
         if all_s.size:
             out["pd_at_operating_point_all"] = _r(float(np.mean(all_s >= thr[all_c])))
     if by:
-        for attr, key in (("kind", "by_input_kind"), ("family", "by_scenario_family")):
+        for attr, key in (("kind", "by_input_kind"), ("family", "by_scenario_family"), ("scenario", "by_scenario")):
             groups = sorted({getattr(r, attr) for r in records})
             if len(groups) > 1 or (groups and groups[0]):
                 out[key] = {

@@ -130,6 +130,14 @@ def simulate_one(job: SimJob) -> ScanRecord:
     )
 
 
+def _worker_init() -> None:
+    """One Numba thread per worker process: the pool already uses every core (measured: with two
+    workers on two cores, two threads each made the imaging kernel 2x slower than one)."""
+    import numba
+
+    numba.set_num_threads(1)
+
+
 def _run_jobs(jobs: Sequence[SimJob], workers: int, on_done: Callable[[ScanRecord], None] | None) -> list[ScanRecord]:
     """Run jobs in-process (``workers == 1``) or in a spawn pool with a bounded queue."""
     records: list[ScanRecord] = []
@@ -148,7 +156,7 @@ def _run_jobs(jobs: Sequence[SimJob], workers: int, on_done: Callable[[ScanRecor
 
     pending: set = set()
     todo = iter(jobs)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
     try:
         for job in todo:
             pending.add(pool.submit(simulate_one, job))

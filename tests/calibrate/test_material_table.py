@@ -9,7 +9,12 @@ import pytest
 
 from nii import CalibrationError, EnergyChannel, InvalidDataError, InvalidParameterError
 from nii._assets import asset_dir, sha256_file
-from nii.calibrate import MaterialTable, WedgeMaterial, build_material_table, load_default_table
+from nii.calibrate import (
+    MaterialTable,
+    WedgeMaterial,
+    build_material_table,
+    load_default_table,
+)
 
 ENERGIES = (EnergyChannel("low", 80.0), EnergyChannel("high", 140.0))
 
@@ -19,7 +24,8 @@ def _model_r(z, l):
     return 1.0 + 0.06 * (z - 4.0) ** 1.3 / (1.0 + 0.15 * l)
 
 
-def _wedges(zs, steps=np.geomspace(0.05, 7.0, 12)):
+def _wedges(zs):
+    steps = np.geomspace(0.05, 7.0, 12)
     return [WedgeMaterial(f"m{z}", z, steps * _model_r(z, steps), steps, steps) for z in zs]
 
 

@@ -7,9 +7,20 @@ import dataclasses
 import numpy as np
 import pytest
 
-from nii import CalibrationError, CalibrationMismatchError, EnergyChannel, InvalidDataError, InvalidParameterError
-from nii.calibrate import CalibrationSet, channel_gain, combine_lines, detect_bad_channels
+from nii import (
+    CalibrationError,
+    CalibrationMismatchError,
+    EnergyChannel,
+    InvalidDataError,
+    InvalidParameterError,
+)
 from nii.bench.preprocess import make_scan
+from nii.calibrate import (
+    CalibrationSet,
+    channel_gain,
+    combine_lines,
+    detect_bad_channels,
+)
 
 ENERGIES = (EnergyChannel("low", 80.0), EnergyChannel("high", 140.0))
 

@@ -11,7 +11,12 @@ from nii._kernels.preprocess import STEP_CELL, step_tables
 from nii.calibrate import WedgeMaterial, build_material_table
 from nii.containers import EnergyChannel
 from nii.encoding import encode_detector_input
-from nii.materials import CLASS_HUE_RGB, MaterialClass, render_pseudocolor, zeff_to_class
+from nii.materials import (
+    CLASS_HUE_RGB,
+    MaterialClass,
+    render_pseudocolor,
+    zeff_to_class,
+)
 from nii.normalize import _Prepared, _run_fused, _run_maps
 from tests.naive import naive_attenuation, naive_maps, naive_zeff_lookup
 
