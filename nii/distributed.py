@@ -79,10 +79,10 @@ class PipelinePlugin(WorkerPlugin):
         self.settings = dict(settings)
         self.pipeline: Pipeline | None = None
 
-    def setup(self, worker: Any) -> None:  # noqa: ARG002 - Dask's hook signature
+    def setup(self, worker: Any) -> None:
         self.pipeline = Pipeline(**self.settings)
 
-    def teardown(self, worker: Any) -> None:  # noqa: ARG002
+    def teardown(self, worker: Any) -> None:
         self.pipeline = None
 
 
@@ -95,8 +95,11 @@ def _worker_pipeline() -> Pipeline:
 
 def _process_task(index: int, path: str, display: str, stage: str, formats: tuple[str, ...], stem: str | None) -> dict[str, Any]:
     """Worker side: process one scan and write its outputs into ``stage/<index>``."""
-    from .outputs import output_stem, write_outputs  # noqa: PLC0415
+    import time
 
+    from .outputs import output_stem, write_outputs
+
+    t0 = time.perf_counter()
     res = _worker_pipeline().process_safe(path)
     if path != display:
         res = dataclasses.replace(res, source=display)
@@ -119,6 +122,7 @@ def _process_task(index: int, path: str, display: str, stage: str, formats: tupl
         rec = result_record(res)
     rec["index"] = index
     rec["worker"] = get_worker().address
+    rec["task_ms"] = (time.perf_counter() - t0) * 1e3  # process + write on the worker
     return rec
 
 
@@ -126,8 +130,16 @@ def worker_peak_rss(client: Client) -> dict[str, int]:
     """Peak resident memory (bytes) of each worker process."""
 
     def _peak() -> int:
-        import resource  # noqa: PLC0415
-        import sys  # noqa: PLC0415
+        # VmHWM is this process's own high-water mark; ru_maxrss may carry the parent's across exec
+        try:
+            with open("/proc/self/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        import resource
+        import sys
 
         r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return int(r if sys.platform == "darwin" else r * 1024)
@@ -165,7 +177,7 @@ class DaskScan:
         ``on_record`` is called in input order as each record is final (for progress and
         ``--json`` lines).
         """
-        from .outputs import output_stem  # noqa: PLC0415
+        from .outputs import output_stem
 
         out = Path(out)
         formats = tuple(formats)

@@ -32,7 +32,12 @@ import numpy as np
 
 from ._version import __version__
 from .containers import EnergyChannel, RawScan, Scan
-from .errors import CalibrationMismatchError, InvalidParameterError, ModelError, NiiError
+from .errors import (
+    CalibrationMismatchError,
+    InvalidParameterError,
+    ModelError,
+    NiiError,
+)
 
 __all__ = ["Pipeline", "Result", "Source"]
 
@@ -148,7 +153,7 @@ class Pipeline:
     ) -> None:
         self.profile = None
         if profile is not None:
-            from .profiles import load_profile  # noqa: PLC0415
+            from .profiles import load_profile
 
             self.profile = load_profile(profile).id
         self.calibration = calibration
@@ -158,11 +163,11 @@ class Pipeline:
         self._lock = threading.Lock()
         self._cal_cache: dict[tuple[Any, ...], Any] = {}
         if isinstance(calibration, (str, os.PathLike)):
-            from .normalize import resolve_calibration  # noqa: PLC0415
+            from .normalize import resolve_calibration
 
             self.calibration = resolve_calibration(calibration, profile=self.profile, energies=None)
         if model is not False:
-            from .detect import Detector  # noqa: PLC0415
+            from .detect import Detector
 
             try:
                 self.detector = Detector.load(model)
@@ -212,7 +217,7 @@ class Pipeline:
         return scan
 
     def _normalise(self, scan: RawScan | Scan) -> Scan:
-        from .normalize import normalize  # noqa: PLC0415
+        from .normalize import normalize
 
         cal = self.calibration
         if cal is None and isinstance(scan, RawScan) and scan.profile is not None:
@@ -221,7 +226,7 @@ class Pipeline:
             with self._lock:
                 cal = self._cal_cache.get(key)
                 if cal is None:
-                    from .normalize import resolve_calibration  # noqa: PLC0415
+                    from .normalize import resolve_calibration
 
                     try:
                         cal = resolve_calibration(None, profile=scan.profile, energies=scan.energies)
@@ -244,7 +249,7 @@ class Pipeline:
             scan_in = _read_bytes(bytes(source))
             src = None
         elif isinstance(source, (str, os.PathLike)):
-            from .io import read  # noqa: PLC0415
+            from .io import read
 
             scan_in = read(source)
             src = os.fspath(source)
@@ -316,7 +321,7 @@ def warmup_scan(profile: str, *, height: int = 64, width: int = 96) -> RawScan:
     Used to compile kernels and load the model before the first real scan; it carries no
     randomness so that warm-up is reproducible.
     """
-    from .profiles import load_profile  # noqa: PLC0415
+    from .profiles import load_profile
 
     p = load_profile(profile)
     e = p.n_energies
@@ -342,12 +347,12 @@ def warmup_scan(profile: str, *, height: int = 64, width: int = 96) -> RawScan:
 
 def _read_bytes(data: bytes) -> RawScan | Scan:
     """Read a scan from the bytes of a single-file format (through a private temporary file)."""
-    import hashlib  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
+    import hashlib
+    import tempfile
 
-    from .containers import SourceInfo  # noqa: PLC0415
-    from .errors import InvalidDataError  # noqa: PLC0415
-    from .io import read  # noqa: PLC0415
+    from .containers import SourceInfo
+    from .errors import InvalidDataError
+    from .io import read
 
     if not data:
         raise InvalidDataError("<bytes>: empty input, expected the bytes of a scan file")

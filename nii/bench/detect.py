@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "run", "python_postprocess", "main"]
+__all__ = ["add_arguments", "main", "python_postprocess", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -110,24 +110,47 @@ def combine_lines(
             m = np.median(x, axis=2)
             s = _MAD_TO_SIGMA * np.median(np.abs(x - m[..., None]), axis=2)
         else:
-            keep = np.ones(x.shape, dtype=bool)
-            for _ in range(int(max_iters)):
-                xm = np.where(keep, x, np.nan)
-                med = np.nanmedian(xm, axis=2)
-                mad = _MAD_TO_SIGMA * np.nanmedian(np.abs(xm - med[..., None]), axis=2)
-                # a floor for integer counts whose MAD is 0: one count
-                mad = np.maximum(mad, 0.5)
-                new = np.abs(x - med[..., None]) <= sigma * mad[..., None]
-                if np.array_equal(new, keep):
-                    break
-                keep = new
-            cnt = keep.sum(axis=2)
-            m = np.where(cnt > 0, (x * keep).sum(axis=2) / np.maximum(cnt, 1), np.median(x, axis=2))
-            var = ((x - m[..., None]) ** 2 * keep).sum(axis=2) / np.maximum(cnt - 1, 1)
-            s = np.sqrt(var)
+            m, s = _sigma_clip(x, float(sigma), int(max_iters))
         master[:, h0:h1] = m
         std[:, h0:h1] = s
     return (master, std) if return_std else master
+
+
+def _sigma_clip(x: np.ndarray, sigma: float, max_iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Iterative sigma clipping along the last axis; returns the clipped mean and std.
+
+    Works on the sorted values: the kept readings are always a contiguous run of them, so the
+    median and the MAD of the kept set are found by index (no masked arrays).
+    """
+    xs = np.sort(x, axis=-1)
+    n = xs.shape[-1]
+    idx = np.arange(n)
+    lo = np.zeros(xs.shape[:-1], dtype=np.int64)
+    hi = np.full(xs.shape[:-1], n, dtype=np.int64)
+
+    def take(a, i):
+        return np.take_along_axis(a, i[..., None], axis=-1)[..., 0]
+
+    for _ in range(max_iters):
+        cnt = hi - lo
+        med = 0.5 * (take(xs, lo + (cnt - 1) // 2) + take(xs, lo + cnt // 2))
+        dev = np.abs(xs - med[..., None])
+        inside = (idx >= lo[..., None]) & (idx < hi[..., None])
+        dsort = np.sort(np.where(inside, dev, np.inf), axis=-1)
+        mad = _MAD_TO_SIGMA * 0.5 * (take(dsort, (cnt - 1) // 2) + take(dsort, cnt // 2))
+        # a floor for integer counts whose MAD is 0: one count
+        keep = dev <= sigma * np.maximum(mad, 0.5)[..., None]
+        any_kept = keep.any(axis=-1)
+        new_lo = np.where(any_kept, np.argmax(keep, axis=-1), lo)
+        new_hi = np.where(any_kept, n - np.argmax(keep[..., ::-1], axis=-1), hi)
+        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+            break
+        lo, hi = new_lo, new_hi
+    inside = (idx >= lo[..., None]) & (idx < hi[..., None])
+    cnt = hi - lo
+    mean = (xs * inside).sum(axis=-1) / cnt
+    var = (((xs - mean[..., None]) ** 2) * inside).sum(axis=-1) / np.maximum(cnt - 1, 1)
+    return mean, np.sqrt(var)
 
 
 def _local_median(x: np.ndarray, size: int) -> np.ndarray:

@@ -8,8 +8,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-
 __all__ = ["register"]
 
 

@@ -45,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InvalidParameterError, NiiError
     from ..outputs import FORMATS, output_stem, write_outputs
     from ..pipeline import Result, result_record
-    from ._common import emit_json, expand_inputs, progress, stderr_console, stdout_console
+    from ._common import (
+        emit_json,
+        expand_inputs,
+        progress,
+        stderr_console,
+        stdout_console,
+    )
 
     formats = FORMATS if args.formats is None else tuple(f.strip() for f in args.formats.split(",") if f.strip())
     bad = [f for f in formats if f not in FORMATS]

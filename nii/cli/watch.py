@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     err = stderr_console()
     stop = threading.Event()
 
-    def _stop(signum, frame):  # noqa: ARG001
+    def _stop(signum, frame):
         if not stop.is_set():
             err.print(f"[yellow]{signal.Signals(signum).name}: finishing the scan in hand, then exiting[/]")
         stop.set()

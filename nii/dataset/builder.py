@@ -47,7 +47,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError
 
-__all__ = ["BuildConfig", "build_dataset", "INPUT_KINDS", "DEFAULT_PROFILES", "randomized_profile", "render_as"]
+__all__ = ["DEFAULT_PROFILES", "INPUT_KINDS", "BuildConfig", "build_dataset", "randomized_profile", "render_as"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,8 @@ def render_as(scan: Any, kind: str, rng: np.random.Generator) -> Any:
         q = int(rng.integers(70, 96))
         bgr = img[..., ::-1] if img.ndim == 3 else img
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, q])
+        if not ok:  # pragma: no cover - OpenCV failure
+            raise InvalidParameterError("JPEG encoding of the rendering failed")
         dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         img = dec[..., ::-1] if dec.ndim == 3 else dec
     rs = scan_from_8bit(np.ascontiguousarray(img), Path(scan.scan_id or "scan"), meta={"lossy": lossy, "pitch_assumed": False})
@@ -206,8 +208,9 @@ def _make_scene(cfg: BuildConfig, split: str, index: int, root: Path) -> list[di
     from ..sim.scenes import SCENARIOS, compose_scene, profile_domain, scene_seed
     from .yolo import write_tile
 
-    ss = scene_seed(cfg.seed, index, "nii-dataset", split)
-    rng = np.random.default_rng(ss)
+    # two independent streams: one for the builder's own choices, one for the scene composer
+    ss_build, ss_scene = scene_seed(cfg.seed, index, "nii-dataset", split).spawn(2)
+    rng = np.random.default_rng(ss_build)
     pw = None if cfg.profile_weights is None else np.asarray(cfg.profile_weights, np.float64) / sum(cfg.profile_weights)
     prof = load_profile(cfg.profiles[int(rng.choice(len(cfg.profiles), p=pw))])
     domain = profile_domain(prof)
@@ -226,7 +229,7 @@ def _make_scene(cfg: BuildConfig, split: str, index: int, root: Path) -> list[di
         kw["overlap"] = float(np.clip(sc_def.overlap + rng.uniform(-0.2, 0.3), 0, 1))
     if split == "train" and cfg.train_target_fraction is not None and sc_def.targets:
         kw["target_fraction"] = float(cfg.train_target_fraction)
-    scene = compose_scene(scenario, prof, ss, **kw)
+    scene = compose_scene(scenario, prof, ss_scene, **kw)
     sim_prof = randomized_profile(prof, rng) if cfg.randomize else prof
     scan_id = f"{split}_{index:06d}"
     meta = {

@@ -27,7 +27,7 @@ import numpy as np
 from ..encoding import ATT_SCALE, ZEFF_HI, ZEFF_LO
 from ..errors import InvalidParameterError
 
-__all__ = ["SYNTHETIC_CLASSES", "synthetic_image", "build_synthetic_dataset"]
+__all__ = ["SYNTHETIC_CLASSES", "build_synthetic_dataset", "synthetic_image"]
 
 SYNTHETIC_CLASSES = ("ivory", "ivory_worked", "pangolin_scales", "rhino_horn")
 _ZEFF = {"ivory": 13.8, "ivory_worked": 13.8, "pangolin_scales": 7.4, "rhino_horn": 8.3}

@@ -17,7 +17,7 @@ import numpy as np
 from .._atomic import atomic_path, atomic_write_text
 from ..errors import CorruptFileError, FileAccessError, InvalidDataError
 
-__all__ = ["write_tile", "read_tile", "read_labels", "write_data_yaml", "labels_text"]
+__all__ = ["labels_text", "read_labels", "read_tile", "write_data_yaml", "write_tile"]
 
 
 def labels_text(boxes: np.ndarray, class_ids: Sequence[int], hw: tuple[int, int]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Detector", "Detection", "ModelConfig", "Thresholds", "AnomalyConfig"]
+__all__ = ["AnomalyConfig", "Detection", "Detector", "ModelConfig", "Thresholds"]
 
 _LAZY = {
     "Detector": ("nii.detect.detector", "Detector"),

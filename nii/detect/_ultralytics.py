@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError, ModelError
 
-__all__ = ["available", "settings_dir", "model_yaml", "train", "export_onnx", "TorchBackend", "predict_ultralytics"]
+__all__ = ["TorchBackend", "available", "export_onnx", "model_yaml", "predict_ultralytics", "settings_dir", "train"]
 
 logger = logging.getLogger(__name__)
 

@@ -38,19 +38,24 @@ import numpy as np
 
 from ..containers import Scan
 from ..encoding import ENCODING
-from ..errors import FileAccessError, InvalidDataError, InvalidParameterError, ModelError
+from ..errors import (
+    FileAccessError,
+    InvalidDataError,
+    InvalidParameterError,
+    ModelError,
+)
 from .types import ORIGIN_YOLO, Detection
 
 __all__ = [
     "Detector",
     "ModelConfig",
     "RawDetections",
-    "tile_origins",
     "decode_outputs",
-    "nms_class_aware",
     "merge_tile_fragments",
-    "verify_model_folder",
+    "nms_class_aware",
     "resolve_model_dir",
+    "tile_origins",
+    "verify_model_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,7 +137,7 @@ class ModelConfig:
     _KEYS = ("classes", "encoding", "pitch_mm", "tile_size", "overlap", "input_channels", "nms_iou", "min_conf", "name")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         if not isinstance(d, dict) or "classes" not in d:
             raise ModelError("config.json: expected an object with at least 'classes'")
         known = {k: d[k] for k in cls._KEYS if k in d}
@@ -282,10 +287,10 @@ class RawDetections:
         return int(self.scores.shape[0])
 
     @classmethod
-    def empty(cls) -> "RawDetections":
+    def empty(cls) -> RawDetections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int64))
 
-    def take(self, idx: np.ndarray) -> "RawDetections":
+    def take(self, idx: np.ndarray) -> RawDetections:
         return RawDetections(self.boxes[idx], self.scores[idx], self.class_ids[idx], self.truncated[idx], self.tile[idx])
 
 
@@ -518,7 +523,7 @@ class Detector:
         threads: int | None = None,
         batch_size: int = 8,
         verify: bool = True,
-    ) -> "Detector":
+    ) -> Detector:
         """Load a model folder (default: the installed default model) and verify its hashes.
 
         Parameters
@@ -572,7 +577,7 @@ class Detector:
         digest = sums.get(model_file.name) or sha256_file(model_file)
         return cls(folder, config, thresholds, be, digest, batch_size=batch_size)
 
-    def with_far(self, far: float | str) -> "Detector":
+    def with_far(self, far: float | str) -> Detector:
         """A detector sharing this one's network whose default operating point is ``far``
         (``0.005``, ``"0.5%"``)."""
         import dataclasses

@@ -38,8 +38,8 @@ from .thresholds import threshold_for_far
 __all__ = [
     "IOU_PD",
     "ImageRecord",
-    "box_iou",
     "best_match_scores",
+    "box_iou",
     "collect",
     "evaluate_records",
     "write_plots",

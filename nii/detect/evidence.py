@@ -26,10 +26,15 @@ from typing import Any
 import numpy as np
 
 from ..containers import Scan
-from ..materials import AIR_ATTENUATION_MAX, ZEFF_MIXED_MAX, ZEFF_ORGANIC_MAX, MaterialClass
+from ..materials import (
+    AIR_ATTENUATION_MAX,
+    ZEFF_MIXED_MAX,
+    ZEFF_ORGANIC_MAX,
+    MaterialClass,
+)
 from .types import ORIGIN_ANOMALY, Detection
 
-__all__ = ["AnomalyConfig", "effective_mu_mass", "areal_density", "box_evidence", "material_anomalies"]
+__all__ = ["AnomalyConfig", "areal_density", "box_evidence", "effective_mu_mass", "material_anomalies"]
 
 #: Water mass attenuation coefficient (cm²/g) at the effective energy of a high-energy channel:
 #: ~75 keV for 140-160 kVp baggage scanners (NIST XCOM water: 0.19 at 70 keV, 0.184 at 80 keV),
@@ -104,7 +109,7 @@ def _cue_masks(scan: Scan, sl: tuple[slice, slice], cfg: AnomalyConfig) -> tuple
     return obj, bone, dense
 
 
-def box_evidence(scan: Scan, box_px: Any, *, config: AnomalyConfig | None = None, max_pixels: int = 250_000) -> dict[str, Any]:
+def box_evidence(scan: Scan, box_px: Any, *, config: AnomalyConfig | None = None, max_pixels: int = 60_000) -> dict[str, Any]:
     """Material statistics inside ``box_px`` (xyxy, scan pixels).
 
     Returns a dict with ``n_object_px``, ``object_fraction``, ``zeff_median``, ``zeff_p10``,
@@ -169,11 +174,22 @@ def box_evidence(scan: Scan, box_px: Any, *, config: AnomalyConfig | None = None
 
 
 def _grid_fraction(mask: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """Fraction of True pixels in each ``fy x fx`` cell (the last partial cell averages what it has)."""
+    import cv2
+
     h, w = mask.shape
-    hh, ww = -(-h // fy) * fy, -(-w // fx) * fx
-    m = np.zeros((hh, ww), np.float32)
+    gh, gw = -(-h // fy), -(-w // fx)
+    if h % fy == 0 and w % fx == 0:
+        return cv2.resize(mask.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+    m = np.zeros((gh * fy, gw * fx), np.float32)
     m[:h, :w] = mask
-    return m.reshape(hh // fy, fy, ww // fx, fx).mean(axis=(1, 3))
+    frac = m.reshape(gh, fy, gw, fx).mean(axis=(1, 3))
+    # rescale partial edge cells to the fraction of their real area
+    cy = np.full(gh, float(fy))
+    cy[-1] = h - (gh - 1) * fy
+    cx = np.full(gw, float(fx))
+    cx[-1] = w - (gw - 1) * fx
+    return frac * (fy * fx) / (cy[:, None] * cx[None, :])
 
 
 def material_anomalies(

@@ -36,12 +36,12 @@ from ..errors import InvalidParameterError, ModelError
 
 __all__ = [
     "FAR_TARGETS",
+    "Thresholds",
+    "calibrate",
+    "image_far",
     "parse_far",
     "threshold_for_far",
     "thresholds_for_far",
-    "image_far",
-    "Thresholds",
-    "calibrate",
 ]
 
 #: FAR targets precomputed in ``thresholds.json``.
@@ -201,7 +201,7 @@ class Thresholds:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, classes: Sequence[str] | None = None) -> "Thresholds":
+    def load(cls, path: str | os.PathLike, *, classes: Sequence[str] | None = None) -> Thresholds:
         path = Path(path)
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
@@ -271,5 +271,5 @@ def calibrate(
             f"{f:g}": {c: (None if math.isnan(v) else round(float(v), 4)) for c, v in zip(classes, _pd(pc, ps, th.for_far(f), nc))}
             for f in FAR_TARGETS
         }
-        info["n_positive_objects"] = int(len(pc))
+        info["n_positive_objects"] = len(pc)
     return th

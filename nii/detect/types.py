@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import InvalidParameterError
 
-__all__ = ["Detection", "ORIGINS", "ORIGIN_YOLO", "ORIGIN_ANOMALY"]
+__all__ = ["ORIGINS", "ORIGIN_ANOMALY", "ORIGIN_YOLO", "Detection"]
 
 ORIGIN_YOLO = "yolo"
 ORIGIN_ANOMALY = "material_anomaly"

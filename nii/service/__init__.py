@@ -5,7 +5,7 @@ Import :func:`create_app` from :mod:`nii.service.app`; this package itself impor
 
 from __future__ import annotations
 
-__all__ = ["create_app", "ServiceConfig", "check_bind"]
+__all__ = ["ServiceConfig", "check_bind", "create_app"]
 
 
 def __getattr__(name: str):

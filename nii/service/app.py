@@ -34,12 +34,13 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from .._version import __version__
@@ -51,7 +52,7 @@ from ..errors import (
 )
 from .metrics import CONTENT_TYPE, Counter, Gauge, Histogram, Registry
 
-__all__ = ["ServiceConfig", "create_app", "check_bind", "openapi_spec", "Engine"]
+__all__ = ["Engine", "ServiceConfig", "check_bind", "create_app", "openapi_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class ServiceConfig:
             raise InvalidParameterError("token must be at least 16 characters")
         if int(self.max_results) < 1:
             raise InvalidParameterError(f"max_results must be >= 1, got {self.max_results}")
-        from ..outputs import _check_formats  # noqa: PLC0415
+        from ..outputs import _check_formats
 
         fm = _check_formats(self.formats)
         object.__setattr__(self, "formats", fm if "json" in fm else (*fm, "json"))
@@ -129,7 +130,7 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 class _Job:
-    __slots__ = ("id", "status", "error", "http_status", "report", "created", "filename", "future", "alarm")
+    __slots__ = ("alarm", "created", "error", "filename", "future", "http_status", "id", "report", "status")
 
     def __init__(self, job_id: str, filename: str | None) -> None:
         self.id = job_id
@@ -198,7 +199,7 @@ class Engine:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         self._pool = _cf.ThreadPoolExecutor(max_workers=int(self.config.workers), thread_name_prefix="nii-serve")
         if self.pipeline is None:
-            from ..pipeline import Pipeline  # noqa: PLC0415
+            from ..pipeline import Pipeline
 
             c = self.config
             self.pipeline = Pipeline(profile=c.profile, calibration=c.calibration, model=c.model, far=c.far)
@@ -243,7 +244,7 @@ class Engine:
         with self._lock:
             self._jobs[job.id] = job
             while len(self._jobs) > self.config.max_results:
-                old_id, old = self._jobs.popitem(last=False)
+                old_id, _ = self._jobs.popitem(last=False)
                 shutil.rmtree(self.data_dir / old_id, ignore_errors=True)
         return job
 
@@ -253,7 +254,7 @@ class Engine:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def submit(self, job: _Job, data: bytes, received: float) -> "_cf.Future[None]":
+    def submit(self, job: _Job, data: bytes, received: float) -> _cf.Future[None]:
         if self._pool is None:
             raise RuntimeError("the service engine is not started")
         self.m_bytes.inc(len(data))
@@ -262,7 +263,7 @@ class Engine:
         return fut
 
     def _work(self, job: _Job, data: bytes, received: float) -> None:
-        from ..outputs import write_outputs  # noqa: PLC0415
+        from ..outputs import write_outputs
 
         with self._lock:
             self._running += 1
@@ -358,7 +359,7 @@ def create_app(config: ServiceConfig | None = None, *, pipeline: Any = None):
     engine = Engine(config, pipeline)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):  # noqa: ARG001
+    async def lifespan(app):
         await asyncio.to_thread(engine.start)
         try:
             yield
@@ -380,16 +381,17 @@ def create_app(config: ServiceConfig | None = None, *, pipeline: Any = None):
         pass
 
     @app.exception_handler(_Unauthorized)
-    async def _unauth(request: Request, exc: _Unauthorized):  # noqa: ARG001
+    async def _unauth(request: Request, exc: _Unauthorized):
         engine.m_rejected.inc(reason="unauthorized")
         return problem(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
-    async def require_token(request: Request) -> None:
+    bearer = HTTPBearer(auto_error=False, description="Needed when the service has a token (always beyond localhost).")
+
+    async def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if config.token is None:
             return
-        auth = request.headers.get("authorization", "")
-        scheme, _, given = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), config.token.encode()):
+        given = credentials.credentials if credentials is not None else ""
+        if not hmac.compare_digest(given.encode(), config.token.encode()):
             raise _Unauthorized()
 
     err = {"model": Problem}
@@ -512,7 +514,7 @@ def openapi_spec() -> dict[str, Any]:
 
 def write_openapi(path: str | os.PathLike) -> Path:
     """Write :func:`openapi_spec` as indented JSON (``python -m nii.service.app docs/openapi.json``)."""
-    from .._atomic import atomic_write_text  # noqa: PLC0415
+    from .._atomic import atomic_write_text
 
     return atomic_write_text(path, json.dumps(openapi_spec(), indent=2, sort_keys=True) + "\n")
 

@@ -9,7 +9,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 
-__all__ = ["Registry", "Counter", "Gauge", "Histogram", "LATENCY_BUCKETS", "CONTENT_TYPE"]
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "Counter", "Gauge", "Histogram", "Registry"]
 
 #: Content type of the Prometheus text exposition format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

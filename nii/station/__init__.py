@@ -5,4 +5,4 @@ from __future__ import annotations
 from .journal import Job, Journal
 from .watcher import Watcher, WatchStats, is_partial_name
 
-__all__ = ["Watcher", "WatchStats", "Journal", "Job", "is_partial_name"]
+__all__ = ["Job", "Journal", "WatchStats", "Watcher", "is_partial_name"]

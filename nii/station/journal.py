@@ -25,11 +25,10 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import FileAccessError
 
-__all__ = ["Journal", "Job", "STATES"]
+__all__ = ["STATES", "Job", "Journal"]
 
 STATES = ("processing", "written", "done", "quarantined")
 
@@ -58,7 +57,7 @@ JOURNAL_SCHEMA = "nii-station-journal/1"
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class Job:
     finished_at: str | None
 
     @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> "Job":
+    def _from_row(cls, row: sqlite3.Row) -> Job:
         d = dict(row)
         d["alarm"] = None if d["alarm"] is None else bool(d["alarm"])
         return cls(**d)
@@ -117,10 +116,10 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- queries ---------------------------------------------------------------------------
@@ -192,7 +191,7 @@ class Journal:
 
     def _free(self, base: str, column: str) -> str:
         value, i = base, 2
-        while self._db.execute(f"SELECT 1 FROM jobs WHERE {column}=?", (value,)).fetchone():  # noqa: S608 - fixed column names
+        while self._db.execute(f"SELECT 1 FROM jobs WHERE {column}=?", (value,)).fetchone():
             value = f"{base}-{i}"
             i += 1
         return value

@@ -35,7 +35,7 @@ from .._atomic import atomic_write_text
 from ..errors import FileAccessError, InvalidParameterError, NiiError
 from .journal import Job, Journal
 
-__all__ = ["Watcher", "WatchStats", "is_partial_name", "TEMP_SUFFIXES"]
+__all__ = ["TEMP_SUFFIXES", "WatchStats", "Watcher", "is_partial_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Watcher:
         poll_s: float = 0.5,
         max_attempts: int = 3,
     ) -> None:
-        from ..outputs import FORMATS, _check_formats  # noqa: PLC0415
+        from ..outputs import FORMATS, _check_formats
 
         self.in_dir = Path(in_dir)
         if not self.in_dir.is_dir():
@@ -232,7 +232,7 @@ class Watcher:
 
     def run_job(self, job: Job) -> None:
         """Advance one job to ``done`` or ``quarantined`` from whatever state it is in (idempotent)."""
-        from ..outputs import write_outputs  # noqa: PLC0415
+        from ..outputs import write_outputs
 
         if job.state in ("done", "quarantined"):
             return
@@ -358,9 +358,7 @@ class Watcher:
             pending = bool(self.journal.unfinished())
             if names or settling or pending:
                 idle_since = time.monotonic()
-            elif once:
-                break
-            elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
+            elif once or idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
                 break
             if (self.stats.done, self.stats.quarantined, self.stats.errors) == before:
                 stop.wait(self.poll_s)  # nothing advanced: do not spin

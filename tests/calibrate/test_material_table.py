@@ -95,3 +95,22 @@ def test_zeff_accuracy_bare_piece():
         assert r["error_rel"] < 0.05, r
     with pytest.raises(InvalidParameterError):
         zeff_accuracy(t, "baggage_sandwich_140", pieces=("water",), steel_mm=(0.0,))
+
+
+def test_wedges_from_real_scans_metadata():
+    """Measured wedges: a scan whose metadata describes its steps gives one point per step."""
+    from nii.calibrate.wedge import simulate_wedge_scan, wedges_from_scans
+
+    steps_cm = np.array([0.5, 1.0, 2.0, 4.0])
+    raws = []
+    for m, z in (("water", 7.42), ("aluminium", 13.0)):
+        raw = simulate_wedge_scan({m: steps_cm}, "dual_kvp_80_140", seed=5, channels=16)
+        spec = {"material": m, "zeff": z, "steps": [[48 * k, 48 * (k + 1), float(t)] for k, t in enumerate(steps_cm)]}
+        raws.append(raw.replace(metadata={**dict(raw.metadata), "wedge": spec}))
+    wedges = wedges_from_scans(raws)
+    assert [w.name for w in wedges] == ["water", "aluminium"]
+    for w in wedges:
+        assert w.l_high.size == 4 and np.all(np.diff(w.l_high) > 0)
+    assert np.all(wedges[1].l_low / wedges[1].l_high > wedges[0].l_low / wedges[0].l_high)
+    with pytest.raises(InvalidDataError, match="wedge"):
+        wedges_from_scans([raws[0].replace(metadata={})])

@@ -7,7 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from nii.dataset.builder import BuildConfig, _scenario_pool, randomized_profile, render_as
+from nii.dataset.builder import (
+    BuildConfig,
+    _scenario_pool,
+    randomized_profile,
+    render_as,
+)
 from nii.errors import InvalidParameterError
 
 

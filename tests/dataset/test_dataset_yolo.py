@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nii.dataset.synthetic import SYNTHETIC_CLASSES, build_synthetic_dataset, synthetic_image
-from nii.dataset.yolo import labels_text, read_labels, read_tile, write_data_yaml, write_tile
+from nii.dataset.synthetic import (
+    SYNTHETIC_CLASSES,
+    build_synthetic_dataset,
+    synthetic_image,
+)
+from nii.dataset.yolo import (
+    labels_text,
+    read_labels,
+    read_tile,
+    write_data_yaml,
+    write_tile,
+)
 from nii.errors import InvalidDataError
 
 
@@ -60,7 +70,7 @@ def test_synthetic_image_is_deterministic_and_labelled():
     assert np.all(boxes[:, :2] >= 0) and np.all(boxes[:, 2:] <= 96)
     for x0, y0, x1, y1 in boxes.astype(int):
         assert img[y0:y1, x0:x1, 0].max() > 0  # something is drawn inside each box
-    neg, nb, nn = synthetic_image(96, rng=np.random.default_rng(4), n_objects=0)
+    _neg, nb, nn = synthetic_image(96, rng=np.random.default_rng(4), n_objects=0)
     assert nb.shape == (0, 4) and nn == []
 
 

@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nii.detect.detector import RawDetections, decode_outputs, merge_tile_fragments, nms_class_aware, tile_origins
+from nii.detect.detector import (
+    RawDetections,
+    decode_outputs,
+    merge_tile_fragments,
+    nms_class_aware,
+    tile_origins,
+)
 from nii.errors import InvalidParameterError
 
 

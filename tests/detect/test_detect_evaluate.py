@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from nii.detect.evaluate import ImageRecord, best_match_scores, box_iou, evaluate_records, write_plots
+from nii.detect.evaluate import (
+    ImageRecord,
+    best_match_scores,
+    box_iou,
+    evaluate_records,
+    write_plots,
+)
 
 CLASSES = ("ivory", "pangolin_scales")
 

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from nii.containers import EnergyChannel, Scan
-from nii.detect.evidence import AnomalyConfig, areal_density, box_evidence, effective_mu_mass, material_anomalies
+from nii.detect.evidence import (
+    AnomalyConfig,
+    areal_density,
+    box_evidence,
+    effective_mu_mass,
+    material_anomalies,
+)
 from nii.detect.types import Detection
 from nii.errors import InvalidParameterError
 

@@ -49,7 +49,7 @@ def test_missing_folder(tmp_path):
 
 
 def test_detects_an_object(demo_detector, make_object):
-    img, truth, names = make_object(128, "ivory_worked", at=(30, 40), seed=3)
+    img, truth, _names = make_object(128, "ivory_worked", at=(30, 40), seed=3)
     raw = demo_detector.infer_image(img, conf=0.25)
     hit = (raw.class_ids == 1) & (box_iou(raw.boxes, truth)[:, 0] >= 0.5)
     assert hit.any()

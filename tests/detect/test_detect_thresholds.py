@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nii.detect.thresholds import Thresholds, calibrate, image_far, parse_far, threshold_for_far, thresholds_for_far
+from nii.detect.thresholds import (
+    Thresholds,
+    calibrate,
+    image_far,
+    parse_far,
+    threshold_for_far,
+    thresholds_for_far,
+)
 from nii.errors import InvalidParameterError, ModelError
 
 

@@ -45,7 +45,7 @@ def test_ultralytics_own_predict_matches(ul, demo_dir, demo_detector, make_objec
     """Ultralytics' predict pipeline (letterbox, its NMS) finds the same object as nii's decoder."""
     from nii.detect.evaluate import box_iou
 
-    img, truth, _ = make_object(128, "ivory_worked", at=(30, 40), seed=3)
+    img, _truth, _ = make_object(128, "ivory_worked", at=(30, 40), seed=3)
     boxes, scores, cls = ul.predict_ultralytics(demo_dir / "model.pt", img, conf=0.25, iou=0.5, imgsz=128)
     raw = demo_detector.infer_image(img, conf=0.25)
     assert len(boxes) and len(raw)

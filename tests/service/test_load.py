@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("uvicorn")
-import httpx2  # noqa: E402
-import uvicorn  # noqa: E402
+import httpx2
+import uvicorn
 
-from nii.pipeline import Pipeline  # noqa: E402
-from nii.service.app import ServiceConfig, create_app  # noqa: E402
-from nii.service.metrics import Counter, Gauge, Histogram, Registry  # noqa: E402
+from nii.pipeline import Pipeline
+from nii.service.app import ServiceConfig, create_app
+from nii.service.metrics import Counter, Gauge, Histogram, Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_scans" / "01_luggage_tusk.h5"
@@ -111,8 +111,8 @@ def test_burst_overload_gets_503_and_no_request_is_lost(tmp_path):
     first = [a[0] for a in answers.values()]
     assert first.count(503) >= 1, "a burst of 12 on capacity 3 must be refused in part"
     assert first.count(200) >= 3
-    ok = float(re.search(r'^nii_scans_total\{status="ok"\} (\S+)$', metrics, re.M).group(1))
-    rejected = float(re.search(r'^nii_requests_rejected_total\{reason="queue_full"\} (\S+)$', metrics, re.M).group(1))
+    ok = float(re.search(r'^nii_scans_total\{status="ok"\} (\S+)$', metrics, re.MULTILINE).group(1))
+    rejected = float(re.search(r'^nii_requests_rejected_total\{reason="queue_full"\} (\S+)$', metrics, re.MULTILINE).group(1))
     assert ok == n
     assert rejected == sum(a.count(503) for a in answers.values())
-    assert re.search(r"^nii_queue_depth 0$", metrics, re.M)
+    assert re.search(r"^nii_queue_depth 0$", metrics, re.MULTILINE)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from nii.errors import InvalidParameterError  # noqa: E402
-from nii.pipeline import Pipeline  # noqa: E402
-from nii.service.app import ServiceConfig, check_bind, create_app, openapi_spec  # noqa: E402
+from nii.errors import InvalidParameterError
+from nii.pipeline import Pipeline
+from nii.service.app import ServiceConfig, check_bind, create_app, openapi_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_scans" / "01_luggage_tusk.h5"
@@ -38,7 +38,7 @@ def _post(c, data: bytes, **params):
 
 
 def metric(text: str, name: str) -> float:
-    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert m, f"{name} not in /metrics"
     return float(m.group(1))
 
@@ -151,3 +151,18 @@ def test_token_auth(pipe, tmp_path):
         assert c.get(ok.json()["links"]["self"], headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         assert metric(c.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text,
                       'nii_requests_rejected_total{reason="unauthorized"}') == 3
+
+
+def test_serve_cli_size_parser_and_bind_check(monkeypatch):
+    import argparse
+
+    monkeypatch.delenv("NII_TOKEN", raising=False)
+    from nii.cli import main
+    from nii.cli.serve import _size
+
+    assert _size("512M") == 512 << 20 and _size("2GiB") == 2 << 30 and _size("1000") == 1000
+    for bad in ("lots", "0", "-5K"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _size(bad)
+    # beyond localhost without a token: refused before anything starts
+    assert main(["serve", "--host", "0.0.0.0", "--no-detect"]) == 1
