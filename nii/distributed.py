@@ -60,7 +60,8 @@ def open_client(address: str, *, memory_limit: str | None = "auto") -> tuple[Cli
     if kind == "local":
         n = n or max(1, (os.cpu_count() or 1))
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            # loopback only, any free ports (a fixed dashboard port would clash with other clusters)
+            n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
             memory_limit=memory_limit, silence_logs=logging.WARNING,
         )
         return Client(cluster), cluster

@@ -299,7 +299,7 @@ def _run_maps(
     from ._kernels.preprocess import STEP_CELL, maps_from_attenuation, step_tables
 
     att = np.ascontiguousarray(att, dtype=np.float32)
-    e, h, w = att.shape
+    _, h, w = att.shape
     zeff = np.empty((h, w), dtype=np.float32)
     mat = np.empty((h, w), dtype=np.uint8)
     color = np.empty((h, w, 3), dtype=np.uint8) if want_color else _empty3()
@@ -382,7 +382,7 @@ def resample_area(
     fh, fw = (float(f) for f in factor)
     if not (fh > 0 and fw > 0):
         raise InvalidParameterError(f"resampling factors must be positive, got {factor}")
-    e, h, w = att.shape
+    _, h, w = att.shape
     nh, nw = _n_out(h, fh), _n_out(w, fw)
     if nh < 1 or nw < 1:
         raise InvalidParameterError(f"target pitch too coarse: {h}x{w} pixels give no output pixel at factor {factor}")

@@ -39,12 +39,9 @@ from .errors import (
     NiiError,
 )
 
-__all__ = ["Pipeline", "Result", "Source"]
+__all__ = ["Pipeline", "Result", "result_record", "warmup_scan"]
 
 logger = logging.getLogger(__name__)
-
-#: What :meth:`Pipeline.process` accepts.
-Source = "str | os.PathLike | bytes | RawScan | Scan"
 
 #: Profile used for the warm-up scan when the pipeline is not tied to one.
 _WARMUP_PROFILE = "dual_kvp_80_140"

@@ -342,7 +342,7 @@ def _pixel_maps(
             vl = np.float32(255.0) * (_F1 - el) + _HALF
             enc[h, w, 0] = _rounded(vh, 9, xh, thr, lvl, start, inv_cell)
             enc[h, w, 2] = _rounded(vl, 9, xl, thr, lvl, start, inv_cell)
-            if cls == _AIR or z != z or l_hi < air_max:
+            if cls == _AIR or z != z or l_hi < air_max:  # noqa: PLR0124 (z != z: NaN)
                 enc[h, w, 1] = 0
             else:
                 zn = (z - np.float32(5.0)) / np.float32(25.0)
@@ -500,9 +500,8 @@ def maps_from_attenuation(
         _row_prepass(att[0, h], att[ne - 1, h], nw, mode, table, tpar, air_max, zb, bb, ehb, elb, pw, pbits)
         for w in range(nw):
             fc = -1
-            if has_fixed:
-                if fixed[h, w] != 255:
-                    fc = np.int64(fixed[h, w])
+            if has_fixed and fixed[h, w] != 255:
+                fc = np.int64(fixed[h, w])
             imp = impenetrable[h, w] or fc == _IMPENETRABLE
             _pixel_maps(
                 att[0, h, w], att[ne - 1, h, w], imp, mode, fc, zb[w], bb[w], ehb[w], elb[w], air_max, z_org,

@@ -103,7 +103,7 @@ def numpy_normalize(raw, table) -> dict[str, np.ndarray]:
         zeff_to_class,
     )
 
-    e, h, w = raw.counts.shape
+    e, _, w = raw.counts.shape
     dark, dstd = combine_lines(raw.dark, return_std=True)
     air0 = (combine_lines(raw.air) if raw.air.ndim == 3 else np.asarray(raw.air, np.float32)) - dark
     air1 = (combine_lines(raw.air_end) if raw.air_end.ndim == 3 else np.asarray(raw.air_end, np.float32)) - dark
@@ -248,9 +248,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
     }
     if args.stream_lines:
-        cmd = [sys.executable, "-c",
-               "import json,sys; from nii.bench.preprocess import _stream_child as f; "
-               f"print(json.dumps(f({h}, {int(args.stream_lines)}, 4096, {int(args.seed)})))"]
+        code = (
+            "import json,sys; from nii.bench.preprocess import _stream_child as f; "
+            f"print(json.dumps(f({h}, {int(args.stream_lines)}, 4096, {int(args.seed)})))"
+        )
+        cmd = [sys.executable, "-c", code]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             result["stream"] = {"error": proc.stderr.strip()[-2000:]}

@@ -40,7 +40,7 @@ __all__ = ["TEMP_SUFFIXES", "WatchStats", "Watcher", "is_partial_name"]
 logger = logging.getLogger(__name__)
 
 #: File-name endings of files still being written (never taken).
-TEMP_SUFFIXES = (".part", ".tmp", ".partial", ".filepart", ".crdownload", ".uploading", ".sqlite-wal", ".sqlite-shm")
+TEMP_SUFFIXES = (".part", ".tmp", ".partial", ".filepart", ".crdownload", ".uploading", ".sqlite-wal", ".sqlite-shm", ".lock")
 
 
 def is_partial_name(name: str) -> bool:
@@ -137,13 +137,20 @@ class Watcher:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise FileAccessError(f"cannot create folder: {exc.strerror or exc}", path=d) from exc
-        self.journal = Journal(journal if journal is not None else self.in_dir / ".nii-journal.sqlite")
+        self._lock_fh = _lock_folder(self.in_dir / ".nii-watch.lock")
+        try:
+            self.journal = Journal(journal if journal is not None else self.in_dir / ".nii-journal.sqlite")
+        except BaseException:
+            self._lock_fh.close()
+            raise
         self._seen: dict[str, tuple[int, int, float]] = {}
         self._retry_after: dict[int, float] = {}
         self.stats = WatchStats()
 
     def close(self) -> None:
+        """Close the journal and release the folder lock (another watcher may then start)."""
         self.journal.close()
+        self._lock_fh.close()
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -364,6 +371,33 @@ class Watcher:
                 stop.wait(self.poll_s)  # nothing advanced: do not spin
         self.stats.seconds = time.monotonic() - t0
         return self.stats
+
+
+def _lock_folder(path: Path) -> Any:
+    """Hold an exclusive lock on ``path`` for this watcher's life (released by the OS on kill -9).
+
+    Two watchers on one folder would claim the same scans; the second one is refused.
+    """
+    try:
+        fh = open(path, "a+", encoding="ascii")  # noqa: SIM115 - held open for the watcher's life
+    except OSError as exc:
+        raise FileAccessError(f"cannot create the watcher lock: {exc.strerror or exc}", path=path) from exc
+    try:
+        import fcntl  # noqa: PLC0415
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return fh
+    except OSError:
+        fh.seek(0)
+        other = fh.read().strip() or "?"
+        fh.close()
+        raise FileAccessError(f"another nii watch (pid {other}) is already watching this folder", path=path.parent) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
 
 
 def _stem_base(name: str) -> str:

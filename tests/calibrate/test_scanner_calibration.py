@@ -70,8 +70,8 @@ def test_detect_bad_channels(rng):
 
 
 def _cal(**kw):
-    base = dict(profile="p", energies=ENERGIES, dark=np.full((2, 8), 100.0), air=np.full((2, 8), 9000.0),
-                bad=np.zeros((2, 8), bool))
+    base = {"profile": "p", "energies": ENERGIES, "dark": np.full((2, 8), 100.0), "air": np.full((2, 8), 9000.0),
+            "bad": np.zeros((2, 8), bool)}
     base.update(kw)
     return CalibrationSet(**base)
 

@@ -81,7 +81,7 @@ def test_fused_matches_naive_dual(rng, table, t0):
     np.testing.assert_allclose(out["zeff"][obj], zref[obj], rtol=1e-5)
     assert np.all(np.isnan(out["zeff"][~obj]))
     # class, colour and encoding exactly by the NumPy specifications
-    z, mat, color, enc = naive_maps(att, imp, lambda l, r: out["zeff"])
+    _, mat, color, enc = naive_maps(att, imp, lambda l, r: out["zeff"])
     np.testing.assert_array_equal(out["material"], mat)
     np.testing.assert_array_equal(out["color"], color)
     np.testing.assert_array_equal(out["enc"], enc)
@@ -108,7 +108,7 @@ def test_fused_matches_naive_single(rng):
 
 
 def test_uint32_counts(rng, table):
-    prep, bad = _prep(rng, 2, 16, table=table, drift=False)
+    prep, _ = _prep(rng, 2, 16, table=table, drift=False)
     raw = _raw(rng, 2, 16, 33, prep)
     raw32 = raw.replace(counts=raw.counts.astype(np.uint32))
     a = _run_fused(raw, prep, 0, want_color=True, want_enc=False)
@@ -120,7 +120,7 @@ def test_uint32_counts(rng, table):
 
 def test_step_tables_exact_at_every_step():
     """The colour/encoding step lookup equals the NumPy law at each step and one float below it."""
-    thr, lvl, start = step_tables()
+    thr, lvl, _ = step_tables()
     pts = [np.float32(0.0), np.float32(-1.0), np.float32(1e6)]
     for f in range(thr.shape[0]):
         t = thr[f][np.isfinite(thr[f])]

@@ -207,3 +207,12 @@ def test_stop_event_and_bad_arguments(tmp_path, pipe):
     stats = w.run(stop=stop)  # returns once stopped, does not hang
     assert stats.seconds >= 0.15
     w.close()
+
+
+def test_second_watcher_on_same_folder_is_refused(tmp_path, pipe):
+    (tmp_path / "in").mkdir()
+    w = Watcher(tmp_path / "in", tmp_path / "out", pipeline=pipe)
+    with pytest.raises(FileAccessError, match=f"pid {os.getpid()}"):
+        Watcher(tmp_path / "in", tmp_path / "out2", pipeline=pipe)
+    w.close()
+    Watcher(tmp_path / "in", tmp_path / "out", pipeline=pipe).close()  # free again once closed
