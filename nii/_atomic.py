@@ -7,6 +7,7 @@ file of that name is replaced only once the new one is complete.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,14 @@ from pathlib import Path
 from .errors import FileAccessError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process umask, read once (reading it means setting it, so do that only once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -39,6 +48,12 @@ def atomic_path(target: str | os.PathLike, *, overwrite: bool = True) -> Iterato
         raise FileAccessError(f"cannot create output folder or file: {exc.strerror or exc}", path=target) from exc
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; outputs get the mode a plain open() would give (0666 & ~umask), so that
+    # operators and services running as other users can read results.
+    try:
+        os.chmod(tmp_path, 0o666 & ~_umask())
+    except OSError:
+        pass
     try:
         yield tmp_path
         try:

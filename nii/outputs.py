@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .alarms import count_alarms
 from ._atomic import atomic_path, atomic_write_text
 from ._version import __version__
 from .errors import InvalidParameterError
@@ -128,11 +129,12 @@ def _alarm_summary(dets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def _summary_text(result: Any, dets: Sequence[Mapping[str, Any]]) -> str:
     if not dets:
         return "CLEAR: no flags"
+    head = "ALARM" if count_alarms(dets) else "CLEAR (material cues only)"
     counts: dict[str, int] = {}
     for d in dets:
         key = d["class"] + (" (anomaly)" if d.get("origin") == "material_anomaly" else "")
         counts[key] = counts.get(key, 0) + 1
-    return f"ALARM: {len(dets)} flag(s) - " + ", ".join(f"{n}x {k}" for k, n in counts.items())
+    return f"{head}: {len(dets)} flag(s) - " + ", ".join(f"{n}x {k}" for k, n in counts.items())
 
 
 def annotated_image(result: Any, *, min_width: int = 800, processed_at: str | None = None) -> np.ndarray:
@@ -173,7 +175,7 @@ def annotated_image(result: Any, *, min_width: int = 800, processed_at: str | No
     when = scan.acquired_at or processed_at or _now()
     line1 = f"scan {result.scan_id}   {when}   nii {__version__}"
     cv2.putText(header, line1, (8, 19), font, 0.55, (235, 235, 235), 1, cv2.LINE_AA)
-    cv2.putText(header, _summary_text(result, dets), (8, 40), font, 0.6, (255, 70, 70) if dets else (90, 220, 90), 2 if dets else 1, cv2.LINE_AA)
+    cv2.putText(header, _summary_text(result, dets), (8, 40), font, 0.6, (255, 70, 70) if count_alarms(dets) else (90, 220, 90), 2 if count_alarms(dets) else 1, cv2.LINE_AA)
     return np.vstack([header, img])
 
 
@@ -231,7 +233,7 @@ def build_report(
         "schema": SCAN_REPORT,
         "scan_id": result.scan_id or scan.scan_id or "scan",
         "status": "ok",
-        "alarm": bool(dets),
+        "alarm": count_alarms(dets) > 0,
         "alarm_summary": _alarm_summary(dets),
         "source": {
             "path": result.source if result.source is not None else (src.path if src else None),
@@ -339,7 +341,7 @@ def _write_detections(f: Any, result: Any) -> None:
     g = f.create_group("detections")
     g.attrs["schema"] = DETECTIONS_SCHEMA
     g.attrs["json"] = json.dumps(dets, allow_nan=False)
-    g.attrs["alarm"] = bool(dets)
+    g.attrs["alarm"] = count_alarms(dets) > 0
 
     def box(d, key):
         v = d.get(key)

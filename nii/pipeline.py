@@ -71,8 +71,10 @@ class Result:
 
     @property
     def alarm(self) -> bool:
-        """True when any detection (model or material anomaly) was raised."""
-        return bool(self.detections)
+        """True when the detector flagged an object (material anomalies alone do not alarm; see :mod:`nii.alarms`)."""
+        from .alarms import is_alarm
+
+        return any(is_alarm(d.to_dict()) for d in self.detections)
 
     @property
     def classes(self) -> list[str]:

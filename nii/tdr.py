@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .alarms import count_alarms
 from ._atomic import atomic_path
 from ._version import __version__
 from .errors import CorruptFileError, InvalidParameterError, NiiError
@@ -173,11 +174,11 @@ def build_tdr_dataset(result: Any, dx: Any, *, now: _dt.datetime | None = None):
     model_hash = result.scan.provenance.model_hash if result.scan is not None else None
     ds.TDRType = "MACHINE"
     ds.ThreatDetectionAlgorithmAndVersion = ["nii", __version__] + ([str(model_hash)[:64]] if model_hash else [])
-    ds.AlarmDecision = "ALARM" if dets else "CLEAR"
+    ds.AlarmDecision = "ALARM" if count_alarms(dets) else "CLEAR"
     ds.AlarmDecisionTime = _dicom_dt(now)
     ds.AbortFlag = "SUCCESS"
     ds.NumberOfTotalObjects = len(dets)
-    ds.NumberOfAlarmObjects = len(dets)
+    ds.NumberOfAlarmObjects = count_alarms(dets)
     total = result.timings_ms.get("total")
     if total is None:
         total = sum(v for k, v in result.timings_ms.items() if k in ("read", "normalize", "detect"))

@@ -163,3 +163,9 @@ def test_readme_example_runs_as_is(tmp_path):
     assert "01_luggage_tusk" in out and ("ALARM" in out or "clear" in out)
     assert "missing.h5" in out and "error" in out
     assert (tmp_path / "nii-results" / "01_luggage_tusk.json").is_file()
+
+
+def test_readme_shows_the_tested_example():
+    """README.md's Python example is the one tested above, character for character."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert _integration_snippet().strip() in readme

@@ -67,7 +67,31 @@ def register(subparsers) -> None:
     s.add_argument("--n-test", type=_nonneg_int, default=80)
     s.add_argument("--seed", type=_nonneg_int, default=7)
     s.set_defaults(handler=_synthetic)
+    f = sub.add_parser(
+        "add-feedback",
+        help="export operator decisions of `nii review` as YOLO/COCO labels",
+        description="Export confirmed and corrected boxes and rejected false alarms (hard negatives) from a "
+        "`nii review` decision database as detector tiles with YOLO and COCO labels.",
+    )
+    f.add_argument("db", metavar="DB", help="decision database written by `nii review` (SQLite)")
+    f.add_argument("-o", "--out", required=True, help="output folder")
+    f.add_argument("--results", default=None, help="results folder the decisions refer to (default: the one the database records)")
+    f.add_argument("--json", action="store_true", help="print the export manifest as JSON")
+    f.set_defaults(handler=_add_feedback)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+
+def _add_feedback(args) -> int:
+    from ..review.feedback import export_feedback
+    from ._common import emit_json, stdout_console
+
+    manifest = export_feedback(args.db, args.out, results_dir=args.results)
+    if args.json:
+        emit_json(manifest)
+    else:
+        counts = {k: v for k, v in manifest.items() if isinstance(v, (int, float))}
+        stdout_console().print(f"wrote feedback dataset to {args.out}: {counts}", highlight=False)
+    return 0
 
 
 def _build(args) -> int:

@@ -8,6 +8,11 @@ A file in the input folder is taken when it is *complete*:
 * any other file must keep the same size and modification time for ``settle_s`` seconds
   (``settle_s=0`` trusts the atomic-rename protocol and takes files at first sight).
 
+A raw dump (``.raw``/``.bin``/``.dat`` data file with a ``nii-raw/1`` JSON sidecar named
+``<name>.json`` or ``<stem>.json``) is one scan: it is taken when both files are complete (a data
+file whose sidecar has not come within 30 s is taken alone, and refused), and the sidecar moves
+with it to ``done/`` or ``quarantine/``.
+
 Each taken file becomes a job in the SQLite :class:`~nii.station.journal.Journal`; its output stem
 and destination name are fixed before work starts. Outputs are written atomically with the JSON
 report last, so a report on disk means complete results. The input then moves to ``done/`` (or to
@@ -41,6 +46,18 @@ logger = logging.getLogger(__name__)
 
 #: File-name endings of files still being written (never taken).
 TEMP_SUFFIXES = (".part", ".tmp", ".partial", ".filepart", ".crdownload", ".uploading", ".sqlite-wal", ".sqlite-shm", ".lock")
+
+
+#: Raw-dump data files that come with a JSON sidecar (``nii-raw/1``: ``<name>.json`` or ``<stem>.json``).
+RAW_SUFFIXES = (".raw", ".bin", ".dat")
+
+
+def sidecar_names(name: str) -> tuple[str, ...]:
+    """Names a raw data file's sidecar may have in the same folder (empty for other files)."""
+    p = Path(name)
+    if p.suffix.lower() not in RAW_SUFFIXES:
+        return ()
+    return (f"{name}.json", f"{p.stem}.json")
 
 
 def is_partial_name(name: str) -> bool:
@@ -131,6 +148,7 @@ class Watcher:
         self.settle_s = float(settle_s)
         self.poll_s = float(poll_s)
         self.max_attempts = int(max_attempts)
+        self.sidecar_wait_s = max(30.0, self.settle_s)
         self.pipeline = pipeline
         for d in (self.out_dir, self.done_dir, self.quarantine_dir):
             try:
@@ -177,14 +195,34 @@ class Watcher:
         listing = self._listing()
         for gone in set(self._seen) - set(listing):
             del self._seen[gone]
+        # a raw dump is one scan of several files: the data file is the job, its sidecar (and any
+        # reference files <stem>.<ref>.raw) travel with it
+        sidecars = {c for name in listing for c in sidecar_names(name) if c in listing}
+        sidecars |= {c for name in list(sidecars) for c in _reference_files(name, listing)}
         ready: list[tuple[int, str]] = []
         settling = 0
         for name, st in listing.items():
+            if name in sidecars:
+                continue
             key = (st.st_size, st.st_mtime_ns)
             prev = self._seen.get(name)
             if prev is None or prev[:2] != key:
                 self._seen[name] = (*key, now)
                 prev = self._seen[name]
+            for c in sidecar_names(name):
+                if c in listing:
+                    cst = listing[c]
+                    cprev = self._seen.get(c)
+                    ckey = (cst.st_size, cst.st_mtime_ns)
+                    if cprev is None or cprev[:2] != ckey:
+                        self._seen[c] = (*ckey, now)
+                        cprev = self._seen[c]
+                    prev = (*prev[:2], max(prev[2], cprev[2]))  # both files must have settled
+                    break
+            else:
+                if sidecar_names(name) and now - prev[2] < self.sidecar_wait_s:
+                    settling += 1  # data without its sidecar yet: wait for it (then refuse it)
+                    continue
             if now - prev[2] >= self.settle_s:
                 ready.append((st.st_mtime_ns, name))
             else:
@@ -215,6 +253,20 @@ class Watcher:
             except OSError:
                 pass
 
+    def _move_sidecars(self, job: Job, folder: Path) -> None:
+        """Move a raw dump's sidecar and reference files beside its data file's destination.
+
+        They move before the data file, whose presence marks the job as not yet moved.
+        """
+        if not sidecar_names(job.name):
+            return
+        listing = set(os.listdir(self.in_dir))
+        stem, dstem = Path(job.name).stem, Path(job.dest).stem
+        for c in sidecar_names(job.name) + tuple(_reference_files(sidecar_names(job.name)[1], listing)):
+            src = self.in_dir / c
+            if src.is_file():
+                os.replace(src, folder / (dstem + c[len(stem):]))
+
     def _quarantine(self, job: Job, reason: str) -> None:
         src = self.in_dir / job.name
         dest = self.quarantine_dir / job.dest
@@ -222,6 +274,7 @@ class Watcher:
                "quarantined_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         atomic_write_text(self.quarantine_dir / f"{job.dest}.reason.json", json.dumps(doc, indent=2))
         if src.exists():
+            self._move_sidecars(job, self.quarantine_dir)
             os.replace(src, dest)
         self.journal.mark_quarantined(job.id, reason)
         self.stats.quarantined += 1
@@ -231,6 +284,7 @@ class Watcher:
         src = self.in_dir / job.name
         dest = self.done_dir / job.dest
         if src.exists():
+            self._move_sidecars(job, self.done_dir)
             os.replace(src, dest)
         elif not dest.exists():
             logger.warning("%s: input vanished after processing; its results are in %s", job.name, self.out_dir)
@@ -373,6 +427,14 @@ class Watcher:
         return self.stats
 
 
+def _reference_files(sidecar: str, listing: Iterable[str]) -> list[str]:
+    """Reference files of a raw dump (``<stem>.<ref>.raw`` beside ``<stem>.json``, as ``nii.io.raw`` writes them)."""
+    if not sidecar.endswith(".json"):
+        return []
+    stem = Path(sidecar[: -len(".json")]).stem if sidecar[: -len(".json")].lower().endswith(RAW_SUFFIXES) else sidecar[: -len(".json")]
+    return [n for n in listing if n.startswith(stem + ".") and n.lower().endswith(RAW_SUFFIXES) and n.count(".") >= stem.count(".") + 2]
+
+
 def _lock_folder(path: Path) -> Any:
     """Hold an exclusive lock on ``path`` for this watcher's life (released by the OS on kill -9).
 
@@ -383,7 +445,7 @@ def _lock_folder(path: Path) -> Any:
     except OSError as exc:
         raise FileAccessError(f"cannot create the watcher lock: {exc.strerror or exc}", path=path) from exc
     try:
-        import fcntl  # noqa: PLC0415
+        import fcntl
 
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except ImportError:  # pragma: no cover - not POSIX: no lock

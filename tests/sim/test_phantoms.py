@@ -221,7 +221,14 @@ def test_projected_volume_is_rotation_invariant(kind, dims, quat):
     grid = Grid((300, 300), (1.0, 1.0))
     # centre off the pixel lattice: a flat face exactly on a row of pixel centres would count twice
     pr = project(ph, grid, rotation=rot, center=np.array([15.0137, 15.0291, 0.0]))
-    assert _vol(pr, grid) == pytest.approx(ph.volume(), rel=0.01)
+    # Pixel-centre sampling errs only in pixels on the silhouette's edge: each can gain or lose at
+    # most half a pixel of area times its path length. Bound the error by that (plus 1 %): an
+    # axis-aligned 1 cm box at 1 mm pitch legitimately misses a few % of its volume.
+    total = pr.total()
+    inside = total > 0
+    edge = inside & ~(np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1) & np.roll(inside, -1, 1))
+    edge_bound = 0.5 * float(total[edge].sum(dtype=np.float64)) * grid.pixel_area_cm2
+    assert abs(_vol(pr, grid) - ph.volume()) <= 0.01 * ph.volume() + edge_bound
     assert pr.total().min() >= 0
 
 

@@ -216,3 +216,39 @@ def test_second_watcher_on_same_folder_is_refused(tmp_path, pipe):
         Watcher(tmp_path / "in", tmp_path / "out2", pipeline=pipe)
     w.close()
     Watcher(tmp_path / "in", tmp_path / "out", pipeline=pipe).close()  # free again once closed
+
+
+def test_raw_dump_with_sidecar_is_one_scan(tmp_path, pipe):
+    from nii.io.raw import write as write_raw
+
+    inb, out = tmp_path / "in", tmp_path / "out"
+    inb.mkdir()
+    raw = make_raw(np.random.default_rng(5), scan_id="bag7")
+    data, side = write_raw(raw, tmp_path / "bag7.raw")
+    w = Watcher(inb, out, pipeline=pipe, settle_s=0, poll_s=0.01, formats=["json"])
+    refs = sorted(p.name for p in tmp_path.glob("bag7.*.raw"))  # float references go to their own files
+    assert refs == ["bag7.air.raw", "bag7.dark.raw"]
+    os.replace(data, inb / data.name)  # the data file arrives first: wait for its sidecar
+    assert w.ready(now=1000.0) == ([], 1)
+    for name in refs:
+        os.replace(tmp_path / name, inb / name)
+    os.replace(side, inb / side.name)
+    assert w.ready(now=1000.5) == (["bag7.raw"], 0)  # sidecar and references are not scans of their own
+    stats = w.run(once=True)
+    assert (stats.done, stats.quarantined) == (1, 0)
+    assert sorted(p.name for p in (inb / "done").iterdir()) == sorted([data.name, side.name, *refs])
+    assert sorted(p.name for p in out.iterdir()) == ["bag7.json"]
+    w.close()
+
+
+def test_raw_data_without_sidecar_is_refused_after_waiting(tmp_path, pipe):
+    inb = tmp_path / "in"
+    inb.mkdir()
+    (inb / "lonely.raw").write_bytes(b"\0" * 4096)
+    w = Watcher(inb, tmp_path / "out", pipeline=pipe, settle_s=0)
+    assert w.ready(now=10.0) == ([], 1)
+    assert w.ready(now=10.0 + w.sidecar_wait_s) == (["lonely.raw"], 0)
+    w.take("lonely.raw")
+    assert (inb / "quarantine" / "lonely.raw").is_file()
+    assert "sidecar" in json.loads((inb / "quarantine" / "lonely.raw.reason.json").read_text())["reason"].lower()
+    w.close()
