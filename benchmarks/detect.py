@@ -7,11 +7,9 @@ memory-copy bound. Prints JSON.
 Same as ``nii bench detect --json`` (implementation: :mod:`nii.bench.detect`).
 """
 
-from __future__ import annotations
-
 import sys
 
-from nii.bench.detect import main
+from nii.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", "detect", "--json", *sys.argv[1:]]))

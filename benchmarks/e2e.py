@@ -7,11 +7,9 @@ scans; peak memory per worker. Prints a table (stderr) and JSON (stdout), saves 
 Same as ``nii bench e2e --json`` (implementation: :mod:`nii.bench.e2e`).
 """
 
-from __future__ import annotations
-
 import sys
 
-from nii.bench.e2e import main
+from nii.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", "e2e", "--json", *sys.argv[1:]]))

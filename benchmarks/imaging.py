@@ -6,7 +6,7 @@ Usage: ``python benchmarks/imaging.py [--profile baggage_sandwich_140] [--channe
 
 import sys
 
-from nii.bench.imaging import main
+from nii.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["bench", "imaging", "--json", *sys.argv[1:]]))

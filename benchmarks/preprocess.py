@@ -6,7 +6,7 @@ Usage: ``python benchmarks/preprocess.py [--channels 2048] [--lines 4096] [--str
 
 import sys
 
-from nii.bench.preprocess import main
+from nii.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["bench", "preprocess", "--json", *sys.argv[1:]]))

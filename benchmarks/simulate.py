@@ -7,7 +7,7 @@ Usage: ``python benchmarks/simulate.py [--profile baggage_sandwich_140] [--count
 
 import sys
 
-from nii.bench.simulate import main
+from nii.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["bench", "simulate", "--json", *sys.argv[1:]]))

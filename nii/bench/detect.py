@@ -19,16 +19,14 @@ model) and on the machine; the number of tiles is reported with them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "main", "python_postprocess", "run"]
+__all__ = ["add_arguments", "python_postprocess", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -190,16 +188,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, d in backends:
         res["backends"][name] = {kind: _time_scan(d, scan, args.repeat if kind == "baggage" else max(3, args.repeat // 5)) for kind, scan in scans.items()}
     return res
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    json.dump(run(args), sys.stdout, indent=1)
-    sys.stdout.write("\n")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -22,7 +22,6 @@ simulated once with the ``cargo_300`` profile at ``--container`` H x W pixels.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "main", "percentiles", "run"]
+__all__ = ["add_arguments", "percentiles", "run", "table"]
 
 MODES = ("api", "service", "dask-1", "dask-2")
 
@@ -308,27 +307,13 @@ def _plot(res: dict[str, Any], path: str) -> str:
     return str(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from rich.console import Console
+def table(res: dict):
+    """The results as a rich table (used by ``nii bench e2e`` without ``--json``)."""
     from rich.table import Table
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(p)
-    p.add_argument("--json-out", default=None, help="also write the JSON results to this file")
-    args = p.parse_args(argv)
-    res = run(args)
     t = Table(title=f"nii end-to-end ({res['model']}, {res['cpu_count']} CPUs)")
     for col in ("mode", "scan", "n", "scans_per_s", "p50_ms", "p95_ms", "p99_ms", "peak_rss_mb"):
         t.add_column(col, justify="left" if col in ("mode", "scan") else "right")
     for r in table_rows(res):
         t.add_row(*(str(v) for v in r.values()))
-    Console(stderr=True).print(t)
-    text = json.dumps(res, indent=1, default=str)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n", encoding="utf-8")
-    sys.stdout.write(text + "\n")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    return t

@@ -17,14 +17,12 @@ In one run, on a synthetic baggage-like material stack (``--channels`` x ``--lin
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "main", "make_stack", "numpy_transmission", "run"]
+__all__ = ["add_arguments", "make_stack", "numpy_transmission", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,15 +139,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "memcopy_bound_ms": round(1e3 * copy_s, 2),
         "kernel_uses": transmission_kernel.__name__,
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    print(json.dumps(run(args), indent=2))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

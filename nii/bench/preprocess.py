@@ -259,15 +259,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             result["stream"] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    print(json.dumps(run(args), indent=2))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

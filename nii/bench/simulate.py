@@ -18,16 +18,14 @@ are negligible beside these stages.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "run", "main"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,15 +119,3 @@ def _timed_copy(src: np.ndarray, dst: np.ndarray) -> float:
     t = time.perf_counter()
     np.copyto(dst, src)
     return time.perf_counter() - t
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/simulate.py", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    print(json.dumps(run(args), indent=1))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
