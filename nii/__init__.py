@@ -56,8 +56,8 @@ __all__ = [
 _LAZY = {
     "read": ("nii.io", "read"),
     "write_hdf5": ("nii.io", "write_hdf5"),
-    "normalize": ("nii.normalize", "normalize"),
-    "normalize_stream": ("nii.normalize", "normalize_stream"),
+    "normalize": ("nii.normalization", "normalize"),
+    "normalize_stream": ("nii.normalization", "normalize_stream"),
     "Detector": ("nii.detect", "Detector"),
     "Pipeline": ("nii.pipeline", "Pipeline"),
     "Result": ("nii.pipeline", "Result"),

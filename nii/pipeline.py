@@ -162,7 +162,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._cal_cache: dict[tuple[Any, ...], Any] = {}
         if isinstance(calibration, (str, os.PathLike)):
-            from .normalize import resolve_calibration
+            from .normalization import resolve_calibration
 
             self.calibration = resolve_calibration(calibration, profile=self.profile, energies=None)
         if model is not False:
@@ -216,7 +216,7 @@ class Pipeline:
         return scan
 
     def _normalise(self, scan: RawScan | Scan) -> Scan:
-        from .normalize import normalize
+        from .normalization import normalize
 
         cal = self.calibration
         if cal is None and isinstance(scan, RawScan) and scan.profile is not None:
@@ -225,7 +225,7 @@ class Pipeline:
             with self._lock:
                 cal = self._cal_cache.get(key)
                 if cal is None:
-                    from .normalize import resolve_calibration
+                    from .normalization import resolve_calibration
 
                     try:
                         cal = resolve_calibration(None, profile=scan.profile, energies=scan.energies)

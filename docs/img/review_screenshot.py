@@ -8,7 +8,7 @@ What it does, and what is real in the picture:
 
 1. simulates a dual-energy luggage scan (``nii.sim``, profile ``dual_kvp_80_140``, scenario
    ``luggage_clothes``) and keeps the first one whose ground truth holds an ``ivory`` tusk;
-2. normalises it with :func:`nii.normalize.normalize` (shipped calibration of the profile);
+2. normalises it with :func:`nii.normalization.normalize` (shipped calibration of the profile);
 3. builds the detections: the *model* detection is **constructed** at the ground-truth box of the
    tusk with confidence 0.91 (no trained model ships yet), with its material evidence computed
    by :func:`nii.detect.evidence.box_evidence`; the material anomalies are the real output of
@@ -36,7 +36,7 @@ def simulated_result(work: Path):
     from nii.detect.evidence import box_evidence, material_anomalies
     from nii.detect.types import Detection
     from nii.io import read
-    from nii.normalize import normalize
+    from nii.normalization import normalize
     from nii.pipeline import Result
     from nii.sim.run import generate
 

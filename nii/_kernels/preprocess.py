@@ -1,6 +1,6 @@
 """Numba kernels of the preprocessing hot path (counts -> attenuation, Zeff, class, colour, encoding).
 
-Public wrappers: :mod:`nii.normalize` (``normalize``, ``normalize_stream``, ``detector_input``).
+Public wrappers: :mod:`nii.normalization` (``normalize``, ``normalize_stream``, ``detector_input``).
 NumPy references: ``tests/naive.py`` (``naive_attenuation``, ``naive_zeff_lookup``, ...).
 
 Two kernels share one per-pixel routine (:func:`_pixel_maps`):
@@ -311,7 +311,7 @@ def _pixel_maps(
         else:
             cls = _METAL
     else:
-        cls = _MIXED  # single energy: "object" pixels (documented in nii.normalize)
+        cls = _MIXED  # single energy: "object" pixels (documented in nii.normalization)
         z = nan
     zeff[h, w] = z
     material[h, w] = cls
@@ -384,7 +384,7 @@ def fused_normalize(
 ):  # pragma: no cover - compiled
     """Normalise counts ``(E, H, W)`` in one pass (see module docstring).
 
-    Parameters (all validated by the wrapper in :mod:`nii.normalize`)
+    Parameters (all validated by the wrapper in :mod:`nii.normalization`)
     ----------------------------------------------------------------
     counts : uint16/uint32 (E, H, W)
     dark, air0, slope, starve : float32 (E, H)

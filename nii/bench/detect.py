@@ -3,7 +3,7 @@
 In one run, on simulated, normalised scans (the simulator and the normaliser of this nii):
 
 * :meth:`nii.detect.Detector.detect` end to end (p50 / p95 over ``--repeat`` runs), split into
-  encoding at the detector pitch (``nii.normalize.detector_input``: resampling, Zeff, encoding),
+  encoding at the detector pitch (``nii.normalization.detector_input``: resampling, Zeff, encoding),
   network inference over the batched tiles, decode + class-aware NMS + seam merge, and evidence
   + material-anomaly cue;
 * the onnxruntime backend against the Ultralytics (torch) backend when the ``train`` extra is
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _scan(profile: str, seed: int, *, channels: int | None = None, length_cm: float | None = None):
-    from ..normalize import normalize
+    from ..normalization import normalize
     from ..profiles import load_profile
     from ..sim.imaging import form_image
     from ..sim.scenes import compose_scene, scene_grid

@@ -2,7 +2,7 @@
 
 In one run:
 
-* the fused Numba path (:func:`nii.normalize.normalize_and_encode`: attenuation, valid mask,
+* the fused Numba path (:func:`nii.normalization.normalize_and_encode`: attenuation, valid mask,
   Zeff, class, operator colour and detector input) at four scan lengths (cost linear in pixels);
 * a plain NumPy implementation of the same steps (:func:`numpy_normalize`) on the largest size;
 * the memory-copy bound: the time ``np.copyto`` takes to move as many bytes as the normaliser
@@ -159,7 +159,7 @@ def _copy_time(nbytes: int, repeat: int) -> float:
 
 def _stream_child(h: int, lines: int, strip: int, seed: int) -> dict[str, Any]:
     """Runs in a fresh process: stream H x lines through normalize_stream, report extra peak RSS."""
-    from ..normalize import normalize_stream
+    from ..normalization import normalize_stream
 
     def hwm() -> int:
         with open("/proc/self/status") as fh:
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark; returns a JSON-serialisable dict."""
     import numba
 
-    from ..normalize import normalize_and_encode
+    from ..normalization import normalize_and_encode
 
     h, w_max, repeat = int(args.channels), int(args.lines), int(args.repeat)
     if h < 16 or w_max < 64:

@@ -6,7 +6,7 @@ the mean ``(L_low, L_high)`` of the interior of every step gives one calibration
 
 Simulated wedges (:func:`simulate_wedges`) go through the full simulator
 (:func:`nii.sim.imaging.form_image`: polychromatic spectrum, blur, scatter, noise, gain, drift,
-dead channels, ADC) and then through :func:`nii.normalize.normalize` — the same path a real scan
+dead channels, ADC) and then through :func:`nii.normalization.normalize` — the same path a real scan
 takes, so the table absorbs scatter and beam hardening as the scanner sees them. Real wedges
 (:func:`wedges_from_scans`) are RawScans whose metadata describe the steps::
 
@@ -124,7 +124,7 @@ def measure_steps(scan: Any, steps: Sequence[tuple[int, int]], *, margin: int = 
 
 
 def _normalize_plain(raw: RawScan) -> Any:
-    from ..normalize import normalize
+    from ..normalization import normalize
 
     return normalize(raw, materials=False)
 
@@ -172,7 +172,7 @@ def simulate_wedges(
 
 def wedges_from_scans(raws: Sequence[RawScan], *, calibration: Any = None) -> list[WedgeMaterial]:
     """Measured step wedges from real scans whose ``metadata["wedge"]`` describes the steps."""
-    from ..normalize import normalize
+    from ..normalization import normalize
 
     by_mat: dict[str, list[tuple[float, float, float, float]]] = {}
     for raw in raws:
@@ -246,7 +246,7 @@ def zeff_accuracy(
     """Calibrated Zeff of simulated test pieces, bare and behind steel.
 
     Each configuration is a 48-line block of a simulated scan (all detector effects). Bare
-    pieces: the median per-pixel Zeff of the block's interior from :func:`nii.normalize.normalize`.
+    pieces: the median per-pixel Zeff of the block's interior from :func:`nii.normalization.normalize`.
     Behind steel: the steel's own attenuation, measured on a steel-only block of the same scan,
     is subtracted from each pixel (``L_piece = L_total - L_steel`` per energy, the background
     subtraction an analyst applies) and Zeff is looked up in the background-specific table for
@@ -260,7 +260,7 @@ def zeff_accuracy(
     list of dict
         ``material, zeff_true, thickness_cm, steel_mm, zeff, error_rel, zeff_superposed``.
     """
-    from ..normalize import normalize
+    from ..normalization import normalize
     from ..physics.tables import load_tables
 
     tab = tables if tables is not None else load_tables()

@@ -202,7 +202,7 @@ def _job(args: tuple[BuildConfig, str, int, str]) -> list[dict[str, Any]]:
 def _make_scene(cfg: BuildConfig, split: str, index: int, root: Path) -> list[dict[str, Any]]:
     from ..detect.detector import tile_origins
     from ..io import write_hdf5
-    from ..normalize import detector_input, normalize
+    from ..normalization import detector_input, normalize
     from ..profiles import load_profile
     from ..sim.imaging import form_image
     from ..sim.scenes import SCENARIOS, compose_scene, profile_domain, scene_seed

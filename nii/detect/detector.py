@@ -16,7 +16,7 @@ A model folder (``detectors/<name>/``) holds:
 ``SHA256SUMS``
     ``<sha256>  <file>`` per file; every listed file is verified when the folder is loaded.
 
-Inference resamples the scan to the detector pitch and encodes it (``nii.normalize.detector_input``),
+Inference resamples the scan to the detector pitch and encodes it (``nii.normalization.detector_input``),
 cuts it into overlapping square tiles (zero padding = air), runs the tiles in batches, decodes all
 outputs at once (vectorised), applies class-aware NMS (``cv2.dnn.NMSBoxesBatched``) over all tiles
 together, merges the fragments of objects cut by a tile seam, and maps the boxes back to the scan's
@@ -640,7 +640,7 @@ class Detector:
     # -- scan level ------------------------------------------------------------------------
 
     def encode(self, scan: Scan) -> np.ndarray:
-        """The scan in the model's input encoding at the detector pitch (``nii.normalize.detector_input``).
+        """The scan in the model's input encoding at the detector pitch (``nii.normalization.detector_input``).
 
         Rendered scans (screenshots), whose material classes cannot be averaged, are encoded at
         their own pitch and then resized: area average for the attenuation channels, nearest
@@ -648,7 +648,7 @@ class Detector:
         """
         if not isinstance(scan, Scan):
             raise InvalidParameterError(f"detect() needs a normalised nii.Scan, got {type(scan).__name__}")
-        from ..normalize import detector_input
+        from ..normalization import detector_input
 
         fy, fx = self._factors(scan)
         same = abs(fy - 1.0) < 1e-9 and abs(fx - 1.0) < 1e-9
@@ -681,7 +681,7 @@ class Detector:
 
     def _to_scan_frame(self, boxes: np.ndarray, scan: Scan, enc_hw: tuple[int, int]) -> np.ndarray:
         """Map encoded-image boxes to the scan's pixel frame (encoded pixel j covers scan
-        ``[j f, (j + 1) f)`` with ``f = pitch_mm / scan pitch``, see ``nii.normalize.resample_area``)."""
+        ``[j f, (j + 1) f)`` with ``f = pitch_mm / scan pitch``, see ``nii.normalization.resample_area``)."""
         _, h, w = scan.shape
         fy, fx = self._factors(scan)
         out = boxes.astype(np.float64) * np.array([fx, fy, fx, fy])

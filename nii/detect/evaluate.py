@@ -172,7 +172,7 @@ def collect(
     for i, f in enumerate(files):
         scan = read(f)
         if isinstance(scan, RawScan):
-            from ..normalize import normalize
+            from ..normalization import normalize
 
             # normalise straight to the detector pitch (one fused pass; truth boxes are scaled)
             scan = normalize(scan, pitch_mm=detector.config.pitch_mm)

@@ -280,7 +280,7 @@ def sample_jobs(out_dir: str | os.PathLike, seed: int, *, compression: str | Non
 def write_thumbnail(scan_path: str | os.PathLike, png_path: str | os.PathLike, *, width: int = 480) -> str:
     """Operator-colour thumbnail of a scan with its truth boxes (red) and confuser boxes (yellow).
 
-    Uses :func:`nii.normalize.normalize` with the profile's shipped material calibration; without
+    Uses :func:`nii.normalization.normalize` with the profile's shipped material calibration; without
     one, the attenuation-only rendering (``materials=False``). Returns which rendering was used.
     """
     import cv2
@@ -288,7 +288,7 @@ def write_thumbnail(scan_path: str | os.PathLike, png_path: str | os.PathLike, *
     from .._atomic import atomic_write_bytes
     from ..errors import CalibrationError
     from ..io import read
-    from ..normalize import normalize
+    from ..normalization import normalize
 
     raw = read(scan_path)
     try:

@@ -17,7 +17,7 @@ from nii.materials import (
     render_pseudocolor,
     zeff_to_class,
 )
-from nii.normalize import _Prepared, _run_fused, _run_maps
+from nii.normalization import _Prepared, _run_fused, _run_maps
 from tests.naive import naive_attenuation, naive_maps, naive_zeff_lookup
 
 ENERGIES = (EnergyChannel("low", 80.0), EnergyChannel("high", 140.0))
@@ -40,7 +40,7 @@ def _prep(rng, e, h, *, table=None, bad_frac=0.1, drift=True):
     bad = rng.random((e, h)) < bad_frac
     bad[:, 0] = True  # an edge channel (one-sided repair)
     bad[:, 1] = False
-    from nii.normalize import _repair_plan
+    from nii.normalization import _repair_plan
 
     lo, hi, wt = _repair_plan(bad, ENERGIES if e == 2 else (EnergyChannel("single"),))
     if table is None:

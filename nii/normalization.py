@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -816,17 +814,3 @@ def detector_input(
     else:
         zeff = scan.zeff
     return encode_detector_input(l_low, l_high, zeff, scan.material)
-
-
-class _CallableModule(types.ModuleType):
-    """``nii.normalize`` names both this module and :func:`normalize`.
-
-    Once the module is imported, Python binds ``nii.normalize`` to the module object; making the
-    module callable keeps ``nii.normalize(raw)`` working whichever binding a caller sees.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Scan:
-        return normalize(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
