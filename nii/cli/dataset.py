@@ -57,6 +57,8 @@ def register(subparsers) -> None:
     b.add_argument("--kinds", type=_weights, default=(0.7, 0.15, 0.15), help="weights of dual_energy,pseudocolor,greyscale (default 0.7,0.15,0.15)")
     b.add_argument("--no-randomize", action="store_true", help="turn domain randomisation off")
     b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    b.add_argument("--feedback", action="append", default=[], metavar="DIR",
+                   help="merge an operator-feedback export (`nii dataset add-feedback`) into the training split; repeatable")
     b.add_argument("--json", action="store_true", help="print the manifest as JSON")
     b.set_defaults(handler=_build)
     s = sub.add_parser("synthetic", help="toy shapes drawn in the detector encoding (tests, demos)")
@@ -135,6 +137,17 @@ def _build(args) -> int:
 
         root = build_dataset(args.out, cfg, command=command, progress=cb)
     manifest = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    if args.feedback:
+        from .._atomic import atomic_write_text
+        from ..dataset.builder import merge_feedback
+
+        merged = {}
+        for fb in args.feedback:
+            recs = merge_feedback(fb, root, pitch_mm=cfg.pitch_mm, tile=cfg.tile_size, overlap=cfg.overlap,
+                                  min_visible=cfg.min_visible, seed=cfg.seed)
+            merged[fb] = {"tiles": len(recs), "tiles_with_objects": sum(1 for r in recs if r["n_boxes"])}
+        manifest["feedback"] = merged
+        atomic_write_text(root / "dataset.json", json.dumps(manifest, indent=1) + "\n")
     if args.json:
         emit_json(manifest)
     else:

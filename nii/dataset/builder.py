@@ -200,13 +200,11 @@ def _job(args: tuple[BuildConfig, str, int, str]) -> list[dict[str, Any]]:
 
 
 def _make_scene(cfg: BuildConfig, split: str, index: int, root: Path) -> list[dict[str, Any]]:
-    from ..detect.detector import tile_origins
     from ..io import write_hdf5
     from ..normalization import detector_input, normalize
     from ..profiles import load_profile
     from ..sim.imaging import form_image
     from ..sim.scenes import SCENARIOS, compose_scene, profile_domain, scene_seed
-    from .yolo import write_tile
 
     # two independent streams: one for the builder's own choices, one for the scene composer
     ss_build, ss_scene = scene_seed(cfg.seed, index, "nii-dataset", split).spawn(2)
@@ -265,7 +263,41 @@ def _make_scene(cfg: BuildConfig, split: str, index: int, root: Path) -> list[di
     enc = np.asarray(detector_input(scan))
     boxes = np.asarray(scan.truth.boxes if scan.truth is not None else np.zeros((0, 4)), np.float64).reshape(-1, 4)
     cls = [TRUTH_INDEX[c] for c in (scan.truth.classes if scan.truth is not None else ())]
-    t = cfg.tile_size
+    tiles = cut_tiles(
+        enc, boxes, cls, root / split, scan_id,
+        tile=cfg.tile_size, overlap=cfg.overlap, min_visible=cfg.min_visible,
+        negative_tile_keep=cfg.negative_tile_keep, rng=rng,
+    )
+    records = records + [{**base, **t} for t in tiles]
+    if not tiles:
+        records.append({**base, "id": None, "note": "no tile kept"})
+    return records
+
+
+def cut_tiles(
+    enc: np.ndarray,
+    boxes: np.ndarray,
+    class_ids: Sequence[int],
+    split_dir: Path,
+    stem: str,
+    *,
+    tile: int,
+    overlap: int,
+    min_visible: float,
+    negative_tile_keep: float,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    """Cut an encoded image into overlapping YOLO tiles under ``split_dir/{images,labels}``.
+
+    A box is labelled in a tile when at least ``min_visible`` of its area lies inside; tiles that
+    only show fragments of objects (ambiguous labels) are skipped, and empty tiles are kept with
+    probability ``negative_tile_keep``. Returns one record per written tile.
+    """
+    from ..detect.detector import tile_origins
+    from .yolo import write_tile
+
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    t = tile
     h, w = enc.shape[:2]
     ph, pw_ = max(h, t), max(w, t)
     if (ph, pw_) != (h, w):
@@ -273,26 +305,83 @@ def _make_scene(cfg: BuildConfig, split: str, index: int, root: Path) -> list[di
         pad[:h, :w] = enc
         enc = pad
     area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6)
-    n_tiles = 0
-    for y in tile_origins(ph, tile=t, overlap=cfg.overlap):
-        for x in tile_origins(pw_, tile=t, overlap=cfg.overlap):
+    out: list[dict[str, Any]] = []
+    for y in tile_origins(ph, tile=t, overlap=overlap):
+        for x in tile_origins(pw_, tile=t, overlap=overlap):
             cb = boxes.copy()
             cb[:, [0, 2]] = np.clip(cb[:, [0, 2]] - x, 0, t)
             cb[:, [1, 3]] = np.clip(cb[:, [1, 3]] - y, 0, t)
             vis = (cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1]) / area
-            keep = vis >= cfg.min_visible
+            keep = vis >= min_visible
             partial = (vis > 0.02) & ~keep
-            tile = enc[y : y + t, x : x + t]
-            if not np.any(tile):
+            part = enc[y : y + t, x : x + t]
+            if not np.any(part):
                 continue
-            if not keep.any() and (partial.any() or rng.random() >= cfg.negative_tile_keep):
+            if not keep.any() and (partial.any() or rng.random() >= negative_tile_keep):
                 continue  # skip empty tiles mostly, and tiles that only show fragments (ambiguous labels)
-            name = f"{scan_id}_{int(y):04d}_{int(x):04d}"
-            write_tile(root / split / "images" / f"{name}.png", root / split / "labels" / f"{name}.txt", tile, cb[keep], [cls[i] for i in np.flatnonzero(keep)])
-            records.append({**base, "id": name, "tile": [int(y), int(x)], "n_boxes": int(keep.sum())})
-            n_tiles += 1
-    if not n_tiles:
-        records.append({**base, "id": None, "note": "no tile kept"})
+            name = f"{stem}_{int(y):04d}_{int(x):04d}"
+            write_tile(split_dir / "images" / f"{name}.png", split_dir / "labels" / f"{name}.txt", part, cb[keep], [class_ids[i] for i in np.flatnonzero(keep)])
+            out.append({"id": name, "tile": [int(y), int(x)], "n_boxes": int(keep.sum())})
+    return out
+
+
+def merge_feedback(
+    feedback_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    *,
+    pitch_mm: float,
+    tile: int = 320,
+    overlap: int = 64,
+    min_visible: float = 0.6,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Add operator feedback (``nii dataset add-feedback``) to a dataset's training split.
+
+    Each feedback image (``nii-det/1`` at its scan's own pitch) is resampled to the detector pitch
+    (area averaging of the encoded channels, an approximation of encoding the resampled maps), its
+    boxes scaled, and cut into tiles exactly like simulated scenes. Regions the operator rejected
+    as false alarms carry no label: they become hard negatives, so every tile is kept. Returns the
+    tile records (also appended to ``train/index.jsonl``).
+    """
+    import cv2
+
+    from .._atomic import atomic_write_text
+    from .yolo import read_labels, read_tile
+
+    fb = Path(feedback_dir)
+    man_path = fb / "feedback.json"
+    try:
+        manifest = json.loads(man_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidParameterError(f"{man_path}: not a feedback export of `nii dataset add-feedback` ({exc})") from exc
+    if manifest.get("schema") != "nii-feedback/1":
+        raise InvalidParameterError(f"{man_path}: schema is {manifest.get('schema')!r}, expected 'nii-feedback/1'")
+    fb_classes = list(manifest.get("classes", []))
+    if any(c not in TRUTH_INDEX for c in fb_classes):
+        raise InvalidParameterError(f"{man_path}: classes {fb_classes} are not the detector's {list(TRUTH_INDEX)}")
+    root = Path(dataset_dir) / "train"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    records: list[dict[str, Any]] = []
+    for im in manifest.get("images", []):
+        enc = read_tile(fb / im["image"])
+        h, w = enc.shape[:2]
+        boxes, ids = read_labels(fb / im["label"], (h, w))
+        pitch = im.get("pixel_pitch_mm") or (pitch_mm, pitch_mm)
+        fy, fx = float(pitch[0]) / pitch_mm, float(pitch[1]) / pitch_mm
+        nh, nw = max(1, round(h * fy)), max(1, round(w * fx))
+        if (nh, nw) != (h, w):
+            enc = cv2.resize(enc, (nw, nh), interpolation=cv2.INTER_AREA)
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * np.array([nw / w, nh / h, nw / w, nh / h])
+        ids = [TRUTH_INDEX[fb_classes[int(i)]] for i in ids]
+        stem = "feedback_" + str(Path(im["image"]).stem)
+        tiles = cut_tiles(enc, boxes, ids, root, stem, tile=tile, overlap=overlap, min_visible=min_visible,
+                          negative_tile_keep=1.0, rng=rng)
+        records += [{"scan_id": im.get("scan_id"), "source": "feedback", "n_objects": len(ids), **t} for t in tiles]
+    index = root / "index.jsonl"
+    old = index.read_text(encoding="utf-8") if index.exists() else ""
+    atomic_write_text(index, old + "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 

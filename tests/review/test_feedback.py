@@ -72,3 +72,41 @@ def test_export_guards(results_dir, tmp_path):
     db = _log(results_dir)
     with pytest.raises(InvalidParameterError, match="read-only"):
         export_feedback(db, results_dir / "fb", results_dir=results_dir)
+
+
+def test_feedback_merges_into_training_split(results_dir, tmp_path):
+    """What add-feedback exports, `nii dataset build --feedback` tiles at the detector pitch."""
+    from nii.dataset.builder import TRUTH_INDEX, merge_feedback
+    from nii.dataset.yolo import read_labels, read_tile
+
+    out = tmp_path / "fb"
+    export_feedback(_log(results_dir), out)
+    man = json.loads((out / "feedback.json").read_text())
+    pitch = man["images"][0]["pixel_pitch_mm"]
+    ds = tmp_path / "ds"
+    target = 2.0 * float(pitch[0])  # coarser detector pitch: the image halves
+    recs = merge_feedback(out, ds, pitch_mm=target, tile=128, overlap=32, min_visible=0.6)
+    assert recs and all((ds / "train" / "images" / f"{r['id']}.png").is_file() for r in recs)
+    labelled = {}
+    for r in recs:
+        img = read_tile(ds / "train" / "images" / f"{r['id']}.png")
+        assert img.shape == (128, 128, 3)
+        boxes, ids = read_labels(ds / "train" / "labels" / f"{r['id']}.txt", (128, 128))
+        y, x = r["tile"]
+        for b, c in zip(boxes, ids):
+            labelled.setdefault(int(c), []).append(b + np.array([x, y, x, y]))
+    # the drawn rhino-horn box [300, 100, 340, 130] at half scale, found whole in some tile
+    rh = labelled[TRUTH_INDEX["rhino_horn"]]
+    fy, fx = float(pitch[0]) / target, float(pitch[1]) / target
+    want = np.array([300 * fx, 100 * fy, 340 * fx, 130 * fy])
+    assert min(np.abs(b - want).max() for b in rh) < 1.0
+    assert set(labelled) == {TRUTH_INDEX[c] for c in ("ivory", "ivory_worked", "rhino_horn")}
+    index = (ds / "train" / "index.jsonl").read_text().splitlines()
+    assert len(index) == len(recs)
+
+
+def test_feedback_merge_refuses_other_folders(tmp_path):
+    from nii.dataset.builder import merge_feedback
+
+    with pytest.raises(InvalidParameterError, match="feedback.json"):
+        merge_feedback(tmp_path, tmp_path / "ds", pitch_mm=3.0)
