@@ -6,8 +6,9 @@ the detector) load on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_exports
 from ._version import __version__
 from .containers import EnergyChannel, Provenance, RawScan, Scan, SourceInfo, Step, Truth
 from .errors import (
@@ -29,6 +30,11 @@ __all__ = [
     "__version__",
     "read",
     "write_hdf5",
+    "normalize",
+    "normalize_stream",
+    "Pipeline",
+    "Result",
+    "Detector",
     "Pipeline",
     "Result",
     "RawScan",
@@ -69,16 +75,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Pipeline, Result
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        mod, attr = _LAZY[name]
-        value = getattr(importlib.import_module(mod), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'nii' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports("nii", globals(), _LAZY)

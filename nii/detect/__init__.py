@@ -7,7 +7,9 @@ go through :mod:`nii.detect._ultralytics` (the ``train`` extra). Submodules load
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 __all__ = ["AnomalyConfig", "Detection", "Detector", "ModelConfig", "Thresholds"]
 
@@ -26,16 +28,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .types import Detection
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        mod, attr = _LAZY[name]
-        value = getattr(importlib.import_module(mod), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'nii.detect' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports("nii.detect", globals(), _LAZY)
