@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["stdout_console", "stderr_console", "expand_inputs", "emit_json", "progress"]
+__all__ = ["nonneg_int", "pos_int", "stdout_console", "stderr_console", "expand_inputs", "emit_json", "progress"]
 
 
 def stdout_console():
@@ -154,3 +154,26 @@ def iter_with_progress(items: Iterable[Any], total: int, description: str, *, di
         for item in items:
             yield item
             bar.advance(task)
+
+
+def nonneg_int(text: str) -> int:
+    """``argparse`` type: an integer >= 0."""
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def pos_int(text: str) -> int:
+    """``argparse`` type: an integer >= 1."""
+    import argparse
+
+    v = nonneg_int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v

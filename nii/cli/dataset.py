@@ -11,17 +11,9 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import nonneg_int as _nonneg_int
+
 __all__ = ["register"]
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
 
 
 def _weights(text: str) -> tuple[float, ...]:
