@@ -343,15 +343,19 @@ def _n_out(n_in: int, factor: float) -> int:
 
 
 def _resample_axis(x: np.ndarray, axis: int, idx: np.ndarray, wts: np.ndarray) -> np.ndarray:
-    """Weighted gather along ``axis``; summation order fixed (identical on any chunking)."""
-    out = None
-    for k in range(idx.shape[1]):
-        term = np.take(x, idx[:, k], axis=axis).astype(np.float64)
-        shape = [1] * x.ndim
-        shape[axis] = idx.shape[0]
-        term *= wts[:, k].reshape(shape)
-        out = term if out is None else out + term
-    return out
+    """Weighted gather along ``axis`` (1 or 2) of a 3-D array, float64 out.
+
+    Runs the Numba kernels of :mod:`nii._kernels.resample`; the terms are summed in a fixed order,
+    so the result does not depend on how a scan is split into strips.
+    """
+    from ._kernels.resample import gather_cols, gather_rows
+
+    if x.ndim != 3 or axis not in (1, 2):
+        raise InvalidParameterError(f"resampling needs a 3-D array and axis 1 or 2, got {x.shape} and {axis}")
+    x = np.ascontiguousarray(x)
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    wts = np.ascontiguousarray(wts, dtype=np.float64)
+    return gather_rows(x, idx, wts) if axis == 1 else gather_cols(x, idx, wts)
 
 
 def resample_area(

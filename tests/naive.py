@@ -77,6 +77,18 @@ def naive_maps(att, impenetrable, zeff_lookup=None):
     return z, mat, color, enc
 
 
+def naive_weighted_gather(x, axis, idx, wts):
+    """Reference of ``nii._kernels.resample``: weighted gather along ``axis``, terms summed in k order."""
+    out = None
+    for k in range(idx.shape[1]):
+        term = np.take(x, idx[:, k], axis=axis).astype(np.float64)
+        shape = [1] * x.ndim
+        shape[axis] = idx.shape[0]
+        term *= wts[:, k].reshape(shape)
+        out = term if out is None else out + term
+    return out
+
+
 def naive_area_resample(x, fh, fw):
     """Block mean of a 2-D or (E, H, W) array for integer factors (reference of area resampling)."""
     x = np.asarray(x, np.float64)
