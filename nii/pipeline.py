@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .alarms import count_alarms
 from ._version import __version__
 from .containers import EnergyChannel, RawScan, Scan
 from .errors import (
@@ -390,6 +391,7 @@ def result_record(result: Result, outputs: dict[str, str] | None = None) -> dict
         "shape": list(result.scan.shape) if result.scan is not None else None,
         "classes": sorted(set(result.classes)),
         "n_detections": len(result.detections),
+        "n_alarm_flags": count_alarms(d.to_dict() for d in result.detections),
         "total_ms": float(result.timings_ms.get("total", 0.0)),
         "outputs": dict(outputs or {}),
     }

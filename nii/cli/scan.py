@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in records if not r["ok"]]
     if not args.json:
         table = Table(title=f"nii scan → {out}")
-        for col in ("scan", "status", "shape", "flags", "classes", "ms"):
+        for col in ("scan", "status", "shape", "flags", "material cues", "classes", "ms"):
             table.add_column(col)
         for r in records:
             if not r["ok"]:
@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
                 r["scan_id"],
                 "[red]ALARM[/]" if r["alarm"] else "[green]clear[/]",
                 "×".join(map(str, r["shape"])),
-                str(r["n_detections"]),
+                str(r["n_alarm_flags"]),
+                str(r["n_detections"] - r["n_alarm_flags"]),
                 ", ".join(r["classes"]) or "-",
                 f"{r['total_ms']:.0f}",
             )
