@@ -57,7 +57,12 @@ def naive_maps(att, impenetrable, zeff_lookup=None):
     object pixels MIXED).
     """
     from nii.encoding import encode_detector_input
-    from nii.materials import AIR_ATTENUATION_MAX, MaterialClass, render_pseudocolor, zeff_to_class
+    from nii.materials import (
+        AIR_ATTENUATION_MAX,
+        MaterialClass,
+        render_pseudocolor,
+        zeff_to_class,
+    )
 
     att = np.asarray(att, np.float32)
     l_lo, l_hi = att[0], att[-1]
@@ -226,3 +231,20 @@ def naive_part_chords(kind, params, rot, center, shape, py, px, *, n_steps=4000,
                 inside = ((q @ p[3:6]) >= 0) & (((q - [0, 0, length]) @ p[6:9]) >= 0) & (rz >= 0) & (q[:, 0] ** 2 + q[:, 1] ** 2 <= rz**2)
             out[i, j] = inside.sum() * dt
     return out
+
+
+def naive_flat_field(raw) -> np.ndarray:
+    """Plain dark/air normalisation with linear drift interpolation: ``I/I0`` (float64, E x H x W).
+
+    Reference lines follow the simulator's timeline (dark, air, object, air_end): the air block's
+    centre is line ``(n_air - 1) / 2``, object line ``j`` is at ``n_air + j``, the air_end block
+    comes after the object.
+    """
+    dark = raw.dark.astype(np.float64).mean(axis=2, keepdims=True)
+    a0 = raw.air.astype(np.float64).mean(axis=2, keepdims=True) - dark
+    a1 = raw.air_end.astype(np.float64).mean(axis=2, keepdims=True) - dark
+    n_air, w = raw.air.shape[2], raw.counts.shape[2]
+    t_obj = n_air + np.arange(w)
+    c0, c1 = (n_air - 1) / 2.0, n_air + w + (n_air - 1) / 2.0
+    i0 = a0 + (a1 - a0) * ((t_obj - c0) / (c1 - c0))[None, None, :]
+    return (raw.counts.astype(np.float64) - dark) / i0

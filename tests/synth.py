@@ -25,3 +25,19 @@ def make_raw(rng: np.random.Generator, e: int = 2, h: int = 24, w: int = 40, *, 
         scan_id=scan_id,
         profile=profile,
     )
+
+
+def synthetic_material_table(*, hardening: float = 0.0, n_l: int = 48, n_r: int = 64):
+    """A (L_high, R) -> Zeff table from five synthetic reference wedges with monotone R(Z).
+
+    ``hardening`` > 0 makes R fall with thickness, ``R = r0 - hardening * ln(1 + L)``, like a
+    polychromatic beam.
+    """
+    from nii.calibrate import WedgeMaterial, build_material_table
+    from nii.containers import EnergyChannel
+
+    steps = np.geomspace(0.03, 8.0, 12)
+    refs = [("pe", 5.4, 1.15), ("water", 7.4, 1.3), ("al", 13.0, 1.7), ("fe", 26.0, 2.6), ("cu", 29.0, 2.9)]
+    wedges = [WedgeMaterial(n, z, steps * (r - hardening * np.log1p(steps)), steps) for n, z, r in refs]
+    energies = (EnergyChannel("low", 80.0), EnergyChannel("high", 140.0))
+    return build_material_table(wedges, profile=None, energies=energies, n_l=n_l, n_r=n_r)

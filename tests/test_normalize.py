@@ -8,7 +8,7 @@ import pytest
 import nii
 from nii import CalibrationMismatchError, EnergyChannel, RawScan, Scan, Truth
 from nii.bench.preprocess import make_scan
-from nii.calibrate import CalibrationSet, WedgeMaterial, build_material_table
+from nii.calibrate import CalibrationSet
 from nii.encoding import encode_detector_input
 from nii.materials import MaterialClass, render_pseudocolor
 from nii.normalization import (
@@ -19,16 +19,14 @@ from nii.normalization import (
     resample_area,
 )
 from tests.naive import naive_area_resample
+from tests.synth import synthetic_material_table
 
 ENERGIES = (EnergyChannel("low", 80.0), EnergyChannel("high", 140.0))
 
 
 @pytest.fixture(scope="module")
 def table():
-    steps = np.geomspace(0.03, 8.0, 12)
-    refs = [("pe", 5.4, 1.15), ("water", 7.4, 1.3), ("al", 13.0, 1.7), ("fe", 26.0, 2.6), ("cu", 29.0, 2.9)]
-    wedges = [WedgeMaterial(n, z, steps * r, steps) for n, z, r in refs]
-    return build_material_table(wedges, profile=None, energies=ENERGIES, n_l=48, n_r=64)
+    return synthetic_material_table(n_l=48, n_r=64)
 
 
 def _concat(scans):

@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nii._kernels.preprocess import STEP_CELL, step_tables
-from nii.calibrate import WedgeMaterial, build_material_table
 from nii.containers import EnergyChannel
 from nii.encoding import encode_detector_input
 from nii.materials import (
@@ -19,17 +18,15 @@ from nii.materials import (
 )
 from nii.normalization import _Prepared, _run_fused, _run_maps
 from tests.naive import naive_attenuation, naive_maps, naive_zeff_lookup
+from tests.synth import synthetic_material_table
 
 ENERGIES = (EnergyChannel("low", 80.0), EnergyChannel("high", 140.0))
 
 
 @pytest.fixture(scope="module")
 def table():
-    steps = np.geomspace(0.03, 8.0, 12)
-    refs = [("pe", 5.4, 1.15), ("water", 7.4, 1.3), ("al", 13.0, 1.7), ("fe", 26.0, 2.6), ("cu", 29.0, 2.9)]
     # a monotone synthetic R(Z, L) with beam hardening (R falls with L)
-    wedges = [WedgeMaterial(n, z, steps * (r - 0.04 * np.log1p(steps)), steps) for n, z, r in refs]
-    return build_material_table(wedges, profile=None, energies=ENERGIES, n_l=64, n_r=96)
+    return synthetic_material_table(hardening=0.04, n_l=64, n_r=96)
 
 
 def _prep(rng, e, h, *, table=None, bad_frac=0.1, drift=True):

@@ -23,7 +23,12 @@ from nii.sim.imaging import (
     spectral_bins,
 )
 from nii.sim.types import MaterialStack
-from tests.naive import adc_naive, polychromatic_transmission_naive, signal_chain_naive
+from tests.naive import (
+    adc_naive,
+    naive_flat_field,
+    polychromatic_transmission_naive,
+    signal_chain_naive,
+)
 
 PROFILE = "baggage_sandwich_140"
 
@@ -55,17 +60,6 @@ def _object_stack(prof, h=64, w=96):
     return MaterialStack(("water", "aluminium", "ivory"), t, prof.pixel_pitch_mm)
 
 
-def normalise(raw: RawScan) -> np.ndarray:
-    """Plain dark/air normalisation with linear drift interpolation: I/I0 (float64, E x H x W)."""
-    dark = raw.dark.astype(np.float64).mean(axis=2, keepdims=True)
-    a0 = raw.air.astype(np.float64).mean(axis=2, keepdims=True) - dark
-    a1 = raw.air_end.astype(np.float64).mean(axis=2, keepdims=True) - dark
-    n_air, w = raw.air.shape[2], raw.counts.shape[2]
-    # centre of the air block = line (n_air - 1) / 2; object line j at n_air + j; air_end centre after
-    t_obj = n_air + np.arange(w)
-    c0, c1 = (n_air - 1) / 2.0, n_air + w + (n_air - 1) / 2.0
-    i0 = a0 + (a1 - a0) * ((t_obj - c0) / (c1 - c0))[None, None, :]
-    return (raw.counts.astype(np.float64) - dark) / i0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +187,7 @@ def test_form_image_contract(prof):
     assert raw.metadata["physics_sha256"] == load_tables().sha256
     assert max(int(a.max()) for a in (raw.counts, raw.dark, raw.air, raw.air_end)) <= 2**prof.adc_bits - 1
     # the object attenuates, low channel more than high
-    T = normalise(raw)
+    T = naive_flat_field(raw)
     assert T[0, 32, 40] < T[1, 32, 40] < 0.5
     assert abs(T[1, 2, 2] - 1) < 0.05
 
@@ -273,8 +267,8 @@ def test_dark_alone(prof):
     for e in range(2):
         assert per_ch[e].mean() == pytest.approx(prof.dark_level[e], rel=0.02)
         assert per_ch[e].std() == pytest.approx(prof.dark_level[e] * prof.dark_spread, rel=0.25)
-    T = normalise(raw)
-    ideal = normalise(form_image(_object_stack(prof), prof, seed=1, effects=DetectorEffects.none()))
+    T = naive_flat_field(raw)
+    ideal = naive_flat_field(form_image(_object_stack(prof), prof, seed=1, effects=DetectorEffects.none()))
     np.testing.assert_allclose(T, ideal, atol=2e-5)
 
 
@@ -284,8 +278,8 @@ def test_gain_alone_cancels_in_normalisation(prof):
     air = raw.air.astype(np.float64).mean(axis=2)
     rel = air / air.mean(axis=1, keepdims=True)
     assert rel.std(axis=1) == pytest.approx([prof.gain_nonuniformity] * 2, rel=0.3)
-    ideal = normalise(form_image(st, prof, seed=2, effects=DetectorEffects.none()))
-    np.testing.assert_allclose(normalise(raw), ideal, atol=2e-5)
+    ideal = naive_flat_field(form_image(st, prof, seed=2, effects=DetectorEffects.none()))
+    np.testing.assert_allclose(naive_flat_field(raw), ideal, atol=2e-5)
 
 
 def test_drift_alone(prof):
@@ -297,8 +291,8 @@ def test_drift_alone(prof):
     expected = prof.gain_drift * (n_air + w) / (n_lines - 1)  # centre-to-centre of the air blocks
     assert a1 / a0 - 1 == pytest.approx(expected, rel=0.02)
     # without correction the object region is biased; linear interpolation removes it
-    ideal = normalise(form_image(st, prof, seed=3, effects=DetectorEffects.none()))
-    np.testing.assert_allclose(normalise(raw), ideal, atol=2e-5)
+    ideal = naive_flat_field(form_image(st, prof, seed=3, effects=DetectorEffects.none()))
+    np.testing.assert_allclose(naive_flat_field(raw), ideal, atol=2e-5)
     uncorrected = raw.counts[:, :, -1].astype(np.float64) / raw.air.astype(np.float64).mean(axis=2)
     assert np.abs(uncorrected[1, :4] - 1).min() > prof.gain_drift * 0.5
 
@@ -324,8 +318,8 @@ def test_blur_alone(prof):
     edge = np.zeros((1, h, w), np.float32)
     edge[0, :, w // 2 :] = 2.0
     st = MaterialStack(("aluminium",), edge, prof.pixel_pitch_mm)
-    sharp = normalise(form_image(st, prof, seed=0, effects=DetectorEffects.none()))[1, h // 2]
-    blurred = normalise(form_image(st, prof, seed=0, effects=DetectorEffects.only("blur")))[1, h // 2]
+    sharp = naive_flat_field(form_image(st, prof, seed=0, effects=DetectorEffects.none()))[1, h // 2]
+    blurred = naive_flat_field(form_image(st, prof, seed=0, effects=DetectorEffects.only("blur")))[1, h // 2]
     assert np.allclose(sharp[: w // 2], 1) and np.allclose(sharp[w // 2 :], sharp[-1])
     # far from the edge nothing changes, at the edge the step is smoothed
     np.testing.assert_allclose(blurred[:10], sharp[:10], rtol=1e-5)
@@ -350,17 +344,17 @@ def test_scatter_alone(prof):
     small = np.zeros((1, h, w), np.float32)
     small[0, 28:36, 60:68] = 1.0
     st = MaterialStack(("steel",), small, prof.pixel_pitch_mm)
-    ideal = normalise(form_image(st, prof, seed=0, effects=DetectorEffects.none()))
+    ideal = naive_flat_field(form_image(st, prof, seed=0, effects=DetectorEffects.none()))
     sc = form_image(st, prof, seed=0, effects=DetectorEffects.only("scatter"))
-    T = normalise(sc)
+    T = naive_flat_field(sc)
     assert np.all(T[:, 32, 64] > ideal[:, 32, 64] * 1.05)
     amp = np.asarray(prof.air_level) * prof.full_scale * COUNTS_SCALE_IDEAL
     np.testing.assert_allclose(sc.air.mean(axis=(1, 2)), amp * (1 + prof.scatter_fraction), rtol=1e-6)
     # a wide uniform slab normalises to its primary
     slab = _stack(prof, h, w, water=10.0)
     np.testing.assert_allclose(
-        normalise(form_image(slab, prof, seed=0, effects=DetectorEffects.only("scatter"))),
-        normalise(form_image(slab, prof, seed=0, effects=DetectorEffects.none())),
+        naive_flat_field(form_image(slab, prof, seed=0, effects=DetectorEffects.only("scatter"))),
+        naive_flat_field(form_image(slab, prof, seed=0, effects=DetectorEffects.none())),
         rtol=1e-3,
     )
 
@@ -397,9 +391,9 @@ def test_saturation_alone(prof):
 def test_empty_stack_and_impenetrable_objects(prof):
     empty = MaterialStack((), np.zeros((0, 16, 20), np.float32), prof.pixel_pitch_mm)
     raw = form_image(empty, prof, seed=0, effects=DetectorEffects.none())
-    np.testing.assert_allclose(normalise(raw), 1.0)
+    np.testing.assert_allclose(naive_flat_field(raw), 1.0)
     lead = _stack(prof, 16, 20, lead=50.0)  # 50 cm of lead: nothing gets through
     raw = form_image(lead, prof, seed=0, effects=DetectorEffects(dead_hot=False))
-    T = normalise(raw)
+    T = naive_flat_field(raw)
     assert np.all(np.isfinite(T)) and np.abs(T).max() < 1e-3  # dark + read noise only
     assert raw.metadata["timeline"] == {"dark": prof.n_dark_lines, "air": prof.n_air_lines, "object": 20, "air_end": prof.n_air_lines}

@@ -19,6 +19,7 @@ from nii.physics.tables import load_tables
 from nii.profiles import ScannerProfile, load_profile
 from nii.sim.imaging import DetectorEffects, form_image
 from nii.sim.types import MaterialStack
+from tests.naive import naive_flat_field
 
 PROFILES = ("baggage_sandwich_140", "dual_kvp_80_140", "cargo_300")
 # every effect that a dark/air normalisation with drift interpolation removes on average, plus noise
@@ -54,16 +55,6 @@ def beer_lambert(profile, tables, paths: dict[str, float], moment: int = 1) -> n
     return (w * np.exp(-mu_t)).sum(axis=1) / w.sum(axis=1)
 
 
-def normalise(raw) -> np.ndarray:
-    """Dark subtraction, air division with linear drift interpolation, I/I0 (E, H, W)."""
-    dark = raw.dark.astype(np.float64).mean(axis=2, keepdims=True)
-    a0 = raw.air.astype(np.float64).mean(axis=2, keepdims=True) - dark
-    a1 = raw.air_end.astype(np.float64).mean(axis=2, keepdims=True) - dark
-    n_air, w = raw.air.shape[2], raw.counts.shape[2]
-    t_obj = n_air + np.arange(w)
-    c0, c1 = (n_air - 1) / 2.0, n_air + w + (n_air - 1) / 2.0
-    i0 = a0 + (a1 - a0) * ((t_obj - c0) / (c1 - c0))[None, None, :]
-    return (raw.counts.astype(np.float64) - dark) / i0
 
 
 def slab(profile, name: str, t_cm: float, h: int = 48, w: int = 48) -> MaterialStack:
@@ -86,7 +77,7 @@ def test_uniform_slabs_match_beer_lambert(pid, tables):
     for i, name in enumerate(names):
         for j, t in enumerate(_targets(prof, tables, name)):
             raw = form_image(slab(prof, name, t), prof, seed=1000 * i + j, effects=NORMALISABLE)
-            measured = -np.log(normalise(raw)[:, 8:-8, 8:-8].mean(axis=(1, 2)))
+            measured = -np.log(naive_flat_field(raw)[:, 8:-8, 8:-8].mean(axis=(1, 2)))
             predicted = -np.log(beer_lambert(prof, tables, {name: float(np.float32(t))}))
             rel = np.abs(measured / predicted - 1)
             worst = max(worst, float(rel.max()))
@@ -113,7 +104,7 @@ def test_r_orders_materials_as_physics_says(pid, tables):
     for i, name in enumerate(("polyethylene", "water", "keratin", "rhino_horn", "aluminium", "ivory", "pvc", "steel")):
         t = _thickness_for_l_high(prof, tables, name)
         raw = form_image(slab(prof, name, t, 64, 64), prof, seed=i, effects=NORMALISABLE)
-        L = -np.log(normalise(raw)[:, 8:-8, 8:-8].mean(axis=(1, 2)))
+        L = -np.log(naive_flat_field(raw)[:, 8:-8, 8:-8].mean(axis=(1, 2)))
         assert L[1] == pytest.approx(1.0, rel=0.01)
         r[name] = L[0] / L[1]
     assert r["polyethylene"] < r["water"] - 0.02
@@ -132,7 +123,7 @@ def test_r_depends_on_thickness_as_physics_md_says(pid, tables):
     r = {}
     for i, (name, t) in enumerate((("ivory", 3.0), ("aluminium", 2.0), ("ivory", 0.5), ("ivory", 8.0))):
         raw = form_image(slab(prof, name, t, 64, 64), prof, seed=50 + i, effects=NORMALISABLE)
-        L = -np.log(normalise(raw)[:, 8:-8, 8:-8].mean(axis=(1, 2)))
+        L = -np.log(naive_flat_field(raw)[:, 8:-8, 8:-8].mean(axis=(1, 2)))
         r[name, t] = L[0] / L[1]
     assert r["ivory", 3.0] == pytest.approx(r["aluminium", 2.0], rel=0.03)
     # beam hardening: R of one material falls as it gets thicker
@@ -150,7 +141,7 @@ def test_noise_variance_is_poisson(pid, tables):
     fx = DetectorEffects.only("quantum_noise")
     for k, t in enumerate((0.0, 2.0, 10.0)):
         raw = form_image(slab(prof, "water", t, 128, 128), prof, seed=77 + k, effects=fx)
-        T = normalise(raw)
+        T = naive_flat_field(raw)
         var = T.reshape(2, -1).var(axis=1, ddof=1)
         t1 = beer_lambert(prof, tables, {"water": t}, 1)
         s2 = beer_lambert(prof, tables, {"water": t}, 2)
@@ -168,7 +159,7 @@ def test_exact_poisson_at_low_counts(tables):
     """Where few quanta arrive the counts are discrete Poisson (variance = mean in quanta)."""
     prof = load_profile("baggage_sandwich_140")
     raw = form_image(slab(prof, "steel", 2.0, 128, 128), prof, seed=9, effects=DetectorEffects.only("quantum_noise"))
-    T = normalise(raw)[0].ravel()
+    T = naive_flat_field(raw)[0].ravel()
     n0 = prof.quanta_per_pixel[0]
     w0 = independent_weights(prof, tables, 0)[0]
     e = tables.energies_kev
@@ -217,7 +208,7 @@ def test_full_width_slabs_with_every_effect(pid, tables):
             raw = form_image(slab(prof, name, t, prof.channels, 24), prof, seed=7919 * i + j)
             good = ~raw.dead_mask.any(axis=0)
             with np.errstate(divide="ignore", invalid="ignore"):  # dead channels: air == dark
-                T = normalise(raw)[:, good, 4:-4]
+                T = naive_flat_field(raw)[:, good, 4:-4]
             measured = -np.log(T.mean(axis=(1, 2)))
             predicted = -np.log(beer_lambert(prof, tables, {name: float(np.float32(t))}))
             np.testing.assert_allclose(measured, predicted, rtol=0.01, err_msg=f"{name} {t:.4g} cm")
