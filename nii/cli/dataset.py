@@ -26,6 +26,18 @@ def _weights(text: str) -> tuple[float, ...]:
     return v
 
 
+def _range(text: str) -> tuple[int, int] | None:
+    if text.strip().lower() == "scenario":
+        return None
+    try:
+        lo, hi = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two integers) or 'scenario', got {text!r}") from None
+    if not 1 <= lo <= hi <= 12:
+        raise argparse.ArgumentTypeError(f"expected 1 <= LO <= HI <= 12, got {text!r}")
+    return lo, hi
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "dataset",
@@ -48,6 +60,9 @@ def register(subparsers) -> None:
     b.add_argument("--held-out", default="timber", help="scenario family kept out of train/val ('none' to disable)")
     b.add_argument("--kinds", type=_weights, default=(0.7, 0.15, 0.15), help="weights of dual_energy,pseudocolor,greyscale (default 0.7,0.15,0.15)")
     b.add_argument("--no-randomize", action="store_true", help="turn domain randomisation off")
+    b.add_argument("--train-targets", type=_range, default=(1, 3), metavar="LO,HI",
+                   help="targets per training scene that holds any (default 1,3; 'scenario' keeps each scenario's own)")
+    b.add_argument("--target-crops", type=_nonneg_int, default=1, help="extra training tiles per target, target wholly inside (default 1)")
     b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     b.add_argument("--feedback", action="append", default=[], metavar="DIR",
                    help="merge an operator-feedback export (`nii dataset add-feedback`) into the training split; repeatable")
@@ -116,6 +131,8 @@ def _build(args) -> int:
         held_out_family=None if args.held_out.lower() == "none" else args.held_out,
         kind_weights=tuple(args.kinds),
         randomize=not args.no_randomize,
+        train_targets=args.train_targets,
+        target_crops=args.target_crops,
         workers=args.workers,
     )
     command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -97,9 +97,10 @@ class Scenario:
 
     def with_params(self, *, target_fraction: float | None = None, clutter_density: float | None = None,
                     overlap: float | None = None, targets: tuple[str, ...] | None = None,
-                    confusers: tuple[str, ...] | None = None) -> "Scenario":
+                    confusers: tuple[str, ...] | None = None, n_targets: tuple[int, int] | None = None) -> "Scenario":
         """Copy with some parameters overridden (validated); ``targets`` / ``confusers`` replace
-        the catalogue phantoms drawn (e.g. to make a curated sample)."""
+        the catalogue phantoms drawn (e.g. to make a curated sample); ``n_targets`` is the range of
+        the number of targets in a scene that holds any (e.g. more per scene for training)."""
         from .phantoms import CATALOG
 
         for what, names, role in (("targets", targets, "target"), ("confusers", confusers, "confuser")):
@@ -111,12 +112,15 @@ class Scenario:
             self,
             targets=self.targets if targets is None else tuple(targets),
             confusers=self.confusers if confusers is None else tuple(confusers),
-            n_targets=self.n_targets if targets is None else (len(targets), len(targets)),
+            n_targets=(self.n_targets if targets is None else (len(targets), len(targets))) if n_targets is None
+            else (int(n_targets[0]), int(n_targets[1])),
             n_confusers=self.n_confusers if confusers is None else (len(confusers), len(confusers) + 1),
             target_fraction=self.target_fraction if target_fraction is None else float(target_fraction),
             clutter_density=self.clutter_density if clutter_density is None else float(clutter_density),
             overlap=self.overlap if overlap is None else float(overlap),
         )
+        if not 0 <= out.n_targets[0] <= out.n_targets[1] <= 12:
+            raise InvalidParameterError(f"n_targets must be a range (lo, hi) with 0 <= lo <= hi <= 12, got {out.n_targets}")
         for name in ("target_fraction", "overlap"):
             v = getattr(out, name)
             if not 0.0 <= v <= 1.0:
@@ -434,7 +438,8 @@ def _place_near(rng: np.random.Generator, canvas: _Canvas, region, overlap: floa
 def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.SeedSequence, *,
                   grid: Grid | None = None, target_fraction: float | None = None, clutter_density: float | None = None,
                   overlap: float | None = None, force_target: bool | None = None, backend: str = "numba",
-                  targets: tuple[str, ...] | None = None, confusers: tuple[str, ...] | None = None) -> SceneResult:
+                  targets: tuple[str, ...] | None = None, confusers: tuple[str, ...] | None = None,
+                  n_targets: tuple[int, int] | None = None) -> SceneResult:
     """Compose one scene of ``scenario`` for ``profile`` (anything with the pitch/channel fields of
     :class:`nii.profiles.ScannerProfile`).
 
@@ -453,6 +458,8 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         Projection of analytic parts (see :func:`nii.sim.phantoms.project`); same scene either way.
     targets, confusers : tuple of str, optional
         Catalogue phantoms to draw instead of the scenario's (not with ``mixed``).
+    n_targets : (int, int), optional
+        Range of the number of targets in a scene that holds any (default: the scenario's).
 
     Returns
     -------
@@ -464,7 +471,7 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         parameters, confusers with class, kind and box, and the kinds of every object placed).
     """
     sc = get_scenario(scenario).with_params(target_fraction=target_fraction, clutter_density=clutter_density, overlap=overlap,
-                                            targets=targets, confusers=confusers)
+                                            targets=targets, confusers=confusers, n_targets=n_targets)
     if sc.name == "mixed" and (targets is not None or confusers is not None):
         raise InvalidParameterError("targets= and confusers= overrides need a named scenario, not 'mixed'")
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
@@ -475,8 +482,9 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         names = [n for n, s in SCENARIOS.items() if n != "mixed" and domain in s.domains]
         w = np.array([MIXED_WEIGHTS.get(n, 1.0) for n in names])
         drawn = SCENARIOS[names[int(rng.choice(len(names), p=w / w.sum()))]]
-        if target_fraction is not None or clutter_density is not None or overlap is not None:
-            drawn = drawn.with_params(target_fraction=target_fraction, clutter_density=clutter_density, overlap=overlap)
+        if target_fraction is not None or clutter_density is not None or overlap is not None or n_targets is not None:
+            drawn = drawn.with_params(target_fraction=target_fraction, clutter_density=clutter_density, overlap=overlap,
+                                      n_targets=n_targets)
     elif domain not in sc.domains:
         raise InvalidParameterError(f"scenario {sc.name!r} is for {'/'.join(sc.domains)} profiles, not {domain}")
     if grid is None:
