@@ -394,14 +394,16 @@ def resample_area(
 
 
 def _resample_block(att, valid, imp, ih, wh, iw, ww):
-    stack = np.concatenate(
-        [att, np.asarray(valid, np.float32)[None], np.asarray(imp, np.float32)[None]], axis=0
+    """Both axes in one Numba pass (:func:`nii._kernels.resample.area_resample_2d`), bit-identical
+    to gathering rows then columns with :func:`_resample_axis` (what streaming does per strip)."""
+    from ._kernels.resample import area_resample_2d
+
+    return area_resample_2d(
+        np.ascontiguousarray(att, dtype=np.float32), np.ascontiguousarray(valid, dtype=np.bool_),
+        np.ascontiguousarray(imp, dtype=np.bool_), np.ascontiguousarray(ih, dtype=np.int64),
+        np.ascontiguousarray(wh, dtype=np.float64), np.ascontiguousarray(iw, dtype=np.int64),
+        np.ascontiguousarray(ww, dtype=np.float64),
     )
-    r = _resample_axis(_resample_axis(stack, 1, ih, wh), 2, iw, ww)
-    e = att.shape[0]
-    imp_o = r[e + 1] >= 0.5 - 1e-9
-    valid_o = (r[e] >= 0.5 - 1e-9) & ~imp_o
-    return r[:e].astype(np.float32), valid_o, imp_o
 
 
 def _pitch_factor(native: tuple[float, float], pitch_mm: Any) -> tuple[float, float] | None:
@@ -789,6 +791,26 @@ def normalize_stream(
         strip = next(it, None)
 
 
+def _encode_resampled(scan: Scan, calibration: Any, factor: tuple[float, float]) -> np.ndarray:
+    """``nii-det/1`` of a dual-energy, non-rendered Scan resampled by ``factor``: the same bytes as
+    encoding ``normalize(scan, pitch_mm=...)`` (the kernel's encoding is bit-identical to
+    :func:`nii.encoding.encode_detector_input`), without the colour map and the container."""
+    att = np.asarray(scan.attenuation, dtype=np.float32)
+    valid = np.ones(att.shape[1:], bool) if scan.valid is None else np.asarray(scan.valid)
+    imp = np.zeros(att.shape[1:], bool) if scan.material is None else np.asarray(scan.material) == MaterialClass.IMPENETRABLE
+    cal = resolve_calibration(calibration, profile=scan.profile, energies=scan.energies)
+    if cal.profile is not None and scan.profile is not None and cal.profile != scan.profile:
+        from .errors import CalibrationMismatchError
+
+        raise CalibrationMismatchError(f"scan is from profile {scan.profile!r}, calibration for {cal.profile!r}")
+    if cal.material is None:
+        raise CalibrationError(f"no material table for profile {cal.profile!r}")
+    att, _, imp = resample_area(att, valid, imp, factor=factor)
+    maps = _run_maps(att, imp, mode=1, table=np.ascontiguousarray(cal.material.values), tpar=cal.material.grid_params,
+                     want_color=False, want_enc=True)
+    return maps["enc"]
+
+
 def detector_input(
     source: RawScan | Scan,
     calibration: Any = None,
@@ -808,7 +830,11 @@ def detector_input(
     if not isinstance(source, Scan):
         raise InvalidParameterError(f"source must be a RawScan or Scan, got {type(source).__name__}")
     scan = source
-    if _pitch_factor(scan.pixel_pitch_mm, pitch_mm) is not None:
+    factor = _pitch_factor(scan.pixel_pitch_mm, pitch_mm)
+    if factor is not None and scan.n_energies >= 2 and not scan.rendered:
+        # fast path: resample, then Zeff/class/encoding in one kernel pass (no colour, no Scan)
+        return _encode_resampled(scan, calibration, factor)
+    if factor is not None:
         scan = normalize(scan, calibration, pitch_mm=pitch_mm)
     att = scan.attenuation
     l_low = att[0] if scan.n_energies >= 2 else None

@@ -248,3 +248,39 @@ def naive_flat_field(raw) -> np.ndarray:
     c0, c1 = (n_air - 1) / 2.0, n_air + w + (n_air - 1) / 2.0
     i0 = a0 + (a1 - a0) * ((t_obj - c0) / (c1 - c0))[None, None, :]
     return (raw.counts.astype(np.float64) - dark) / i0
+
+
+def naive_sigma_clip(x, sigma, max_iters):
+    """NumPy reference of ``nii._kernels.calib.sigma_clip_rows``: iterative sigma clipping along
+    the last axis on sorted values (the kept readings are a contiguous run of them); clipped
+    mean and std (ddof=1)."""
+    mad_to_sigma = 1.482602218505602
+    xs = np.sort(x, axis=-1)
+    n = xs.shape[-1]
+    idx = np.arange(n)
+    lo = np.zeros(xs.shape[:-1], dtype=np.int64)
+    hi = np.full(xs.shape[:-1], n, dtype=np.int64)
+
+    def take(a, i):
+        return np.take_along_axis(a, i[..., None], axis=-1)[..., 0]
+
+    for _ in range(max_iters):
+        cnt = hi - lo
+        med = 0.5 * (take(xs, lo + (cnt - 1) // 2) + take(xs, lo + cnt // 2))
+        dev = np.abs(xs - med[..., None])
+        inside = (idx >= lo[..., None]) & (idx < hi[..., None])
+        dsort = np.sort(np.where(inside, dev, np.inf), axis=-1)
+        mad = mad_to_sigma * 0.5 * (take(dsort, (cnt - 1) // 2) + take(dsort, cnt // 2))
+        # a floor for integer counts whose MAD is 0: one count
+        keep = dev <= sigma * np.maximum(mad, 0.5)[..., None]
+        any_kept = keep.any(axis=-1)
+        new_lo = np.where(any_kept, np.argmax(keep, axis=-1), lo)
+        new_hi = np.where(any_kept, n - np.argmax(keep[..., ::-1], axis=-1), hi)
+        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+            break
+        lo, hi = new_lo, new_hi
+    inside = (idx >= lo[..., None]) & (idx < hi[..., None])
+    cnt = hi - lo
+    mean = (xs * inside).sum(axis=-1) / cnt
+    var = (((xs - mean[..., None]) ** 2) * inside).sum(axis=-1) / np.maximum(cnt - 1, 1)
+    return mean, np.sqrt(var)

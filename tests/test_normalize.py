@@ -220,6 +220,18 @@ def test_detector_input_matches_spec(table):
     np.testing.assert_array_equal(detector_input(scan, table), ref)
 
 
+@pytest.mark.parametrize("pitch", [1.5, 2.0, 2.7])
+def test_detector_input_resampled_scan_equals_encoding_of_normalized(table, pitch):
+    """The fast resample-and-encode path gives the bytes of encoding ``normalize(scan, pitch_mm)``."""
+    raw = make_scan(48, 90, seed=10)
+    scan = normalize(raw, table)
+    res = normalize(scan, table, pitch_mm=pitch)
+    ref = encode_detector_input(res.attenuation[0], res.attenuation[1], res.zeff, res.material)
+    got = detector_input(scan, table, pitch_mm=pitch)
+    assert got.shape == ref.shape
+    np.testing.assert_array_equal(got, ref)
+
+
 def test_scan_input_and_rendered_scans(table):
     raw = make_scan(24, 50, seed=9)
     s = normalize(raw, table)

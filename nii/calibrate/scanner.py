@@ -119,44 +119,25 @@ def combine_lines(
 def _sigma_clip(x: np.ndarray, sigma: float, max_iters: int) -> tuple[np.ndarray, np.ndarray]:
     """Iterative sigma clipping along the last axis; returns the clipped mean and std.
 
-    Works on the sorted values: the kept readings are always a contiguous run of them, so the
-    median and the MAD of the kept set are found by index (no masked arrays).
+    The kept readings are always a contiguous run of the sorted values, so the median and the
+    MAD of the kept set are found by index (Numba kernel :func:`nii._kernels.calib.sigma_clip_rows`;
+    NumPy reference ``tests/naive.py: naive_sigma_clip``).
     """
-    xs = np.sort(x, axis=-1)
-    n = xs.shape[-1]
-    idx = np.arange(n)
-    lo = np.zeros(xs.shape[:-1], dtype=np.int64)
-    hi = np.full(xs.shape[:-1], n, dtype=np.int64)
+    from .._kernels.calib import sigma_clip_rows
 
-    def take(a, i):
-        return np.take_along_axis(a, i[..., None], axis=-1)[..., 0]
-
-    for _ in range(max_iters):
-        cnt = hi - lo
-        med = 0.5 * (take(xs, lo + (cnt - 1) // 2) + take(xs, lo + cnt // 2))
-        dev = np.abs(xs - med[..., None])
-        inside = (idx >= lo[..., None]) & (idx < hi[..., None])
-        dsort = np.sort(np.where(inside, dev, np.inf), axis=-1)
-        mad = _MAD_TO_SIGMA * 0.5 * (take(dsort, (cnt - 1) // 2) + take(dsort, cnt // 2))
-        # a floor for integer counts whose MAD is 0: one count
-        keep = dev <= sigma * np.maximum(mad, 0.5)[..., None]
-        any_kept = keep.any(axis=-1)
-        new_lo = np.where(any_kept, np.argmax(keep, axis=-1), lo)
-        new_hi = np.where(any_kept, n - np.argmax(keep[..., ::-1], axis=-1), hi)
-        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
-            break
-        lo, hi = new_lo, new_hi
-    inside = (idx >= lo[..., None]) & (idx < hi[..., None])
-    cnt = hi - lo
-    mean = (xs * inside).sum(axis=-1) / cnt
-    var = (((xs - mean[..., None]) ** 2) * inside).sum(axis=-1) / np.maximum(cnt - 1, 1)
-    return mean, np.sqrt(var)
+    lead = x.shape[:-1]
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
+    mean, std = sigma_clip_rows(flat, float(sigma), int(max_iters))
+    return mean.reshape(lead), std.reshape(lead)
 
 
 def _local_median(x: np.ndarray, size: int) -> np.ndarray:
-    from scipy.ndimage import median_filter
-
-    return median_filter(x, size=(1, size), mode="nearest")
+    """Running median of odd width ``size`` along the last axis, edges padded by repetition
+    (equal to ``scipy.ndimage.median_filter(x, size=(1, size), mode="nearest")``, ~2x faster)."""
+    half = size // 2
+    padded = np.pad(x, ((0, 0), (half, half)), mode="edge")
+    win = np.lib.stride_tricks.sliding_window_view(padded, size, axis=1)
+    return np.partition(win, half, axis=-1)[..., half]
 
 
 def channel_gain(dark: np.ndarray, air: np.ndarray) -> np.ndarray:

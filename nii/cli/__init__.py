@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "bench",
     "dataset",
     "train",
+    "quantize",
     "evaluate",
     "review",
     "watch",
