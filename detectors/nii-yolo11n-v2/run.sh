@@ -31,3 +31,8 @@ DEVICE=${DEVICE:-cpu}
     --work-dir runs/nii-yolo11n-v2
 # metrics.json, pr_curve.png, confusion_matrix.png and MODEL_CARD.md are written by `nii train`
 # (test split); re-run them any time with: nii evaluate --data "$DATA/test" --model "$OUT"
+
+# int8 variant (~1.7x less CPU per tile on VNNI cores): quantised on 200 validation tiles, its own
+# thresholds calibrated on the validation scans and its own test metrics (~7 min).
+rm -rf "$OUT-int8"
+"$NII" -v quantize "$OUT" --data "$DATA" --out "$OUT-int8" --n-calibration 200 --seed 2026
