@@ -47,6 +47,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--seed", type=int, default=1)
     a.add_argument("--json", action="store_true")
     a.set_defaults(handler=_accuracy)
+
+    t = sub.add_parser("thresholds", help="re-calibrate a detector's operating points on labelled local scans",
+                       description="Re-calibrate MODEL's thresholds.json on a folder of labelled scans (e.g. a site's own "
+                                   "negative traffic plus known seizures): per-class thresholds at image-level FAR targets. "
+                                   "Rewrites thresholds.json and SHA256SUMS of the model folder; the folder's metrics.json "
+                                   "and model card then describe the previous thresholds until `nii evaluate` is re-run.")
+    t.add_argument("model", metavar="MODEL", help="model folder")
+    t.add_argument("--data", required=True, help="folder of labelled scans (nii HDF5 with truth; negatives included)")
+    t.add_argument("--far", default=None, help="default operating point, e.g. 1%% or 0.5%% (default: the model's current one)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(handler=_thresholds)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 
@@ -166,6 +177,40 @@ def _scanner(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         Console().print(summary)
+    return 0
+
+
+def _thresholds(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..detect import Detector
+    from ..detect.detector import write_sha256sums
+    from ..detect.thresholds import Thresholds, parse_far
+    from ..detect.training import calibrate_folder
+    from ..errors import FileAccessError
+
+    det = Detector.load(args.model)  # verifies the folder before it is changed
+    folder = Path(det.folder)
+    data = Path(args.data)
+    if not data.is_dir():
+        raise FileAccessError("not a folder of labelled scans", path=data)
+    old = Thresholds.load(folder / "thresholds.json") if (folder / "thresholds.json").is_file() else None
+    far = parse_far(args.far) if args.far is not None else (old.default_far if old is not None else 0.01)
+    th = calibrate_folder(folder, det.config, data, default_far=far)
+    write_sha256sums(folder)
+    ops = th.operating_points()
+    if args.json:
+        _print_json({"model": str(folder), "data": str(data), "n_negative_images": th.n_negative,
+                     "default_far": th.default_far, "operating_points": ops})
+        return 0
+    from rich.console import Console
+
+    con = Console()
+    con.print(f"{folder / 'thresholds.json'}: {th.n_negative} negative images (FAR resolution {1 / th.n_negative:.2%}), "
+              f"default FAR {th.default_far:.2%}")
+    for op in ops:
+        con.print(f"  FAR {op['far_target']:.1%}: " + ", ".join(f"{c} {v:.3f}" for c, v in op["thresholds"].items()))
+    con.print("metrics.json and MODEL_CARD.md still describe the previous thresholds: re-run `nii evaluate`.")
     return 0
 
 

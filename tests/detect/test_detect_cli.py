@@ -27,7 +27,28 @@ def test_evaluate_bad_folder(tmp_path, demo_dir, capsys):
     assert "no scans" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd", [["train", "--help"], ["dataset", "build", "--help"], ["evaluate", "--help"]])
+def test_calibrate_thresholds_rewrites_operating_points(tmp_path, capsys, demo_dir):
+    import shutil
+
+    from nii.detect import Detector
+
+    model = tmp_path / "model"
+    shutil.copytree(demo_dir, model)
+    assert main(["dataset", "synthetic", "--out", str(tmp_path / "d"), "--size", "128", "--n-train", "0", "--n-val", "0", "--n-test", "40", "--seed", "12"]) == 0
+    capsys.readouterr()
+    before = json.loads((model / "thresholds.json").read_text())
+    assert main(["calibrate", "thresholds", str(model), "--data", str(tmp_path / "d" / "test"), "--far", "5%", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    after = json.loads((model / "thresholds.json").read_text())
+    assert out["default_far"] == 0.05 and after != before
+    assert str(tmp_path / "d" / "test") in json.dumps(after)
+    Detector.load(model)  # SHA256SUMS rewritten: the folder still verifies
+    assert main(["calibrate", "thresholds", str(model), "--data", str(tmp_path / "missing")]) == 1
+    assert "missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", [["train", "--help"], ["dataset", "build", "--help"], ["evaluate", "--help"], ["quantize", "--help"],
+                                 ["calibrate", "thresholds", "--help"]])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main(cmd)
