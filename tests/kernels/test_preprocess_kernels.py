@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nii._kernels.preprocess import STEP_CELL, step_tables
+from nii._kernels.preprocess import MIN_TILE_LINES, STEP_CELL, TILE_LINES, step_tables
 from nii.containers import EnergyChannel
 from nii.encoding import encode_detector_input
 from nii.materials import (
@@ -88,6 +88,22 @@ def test_fused_matches_naive_dual(rng, table, t0):
     far = ~(np.abs(np.nan_to_num(z2) - 10.0) < 1e-3) & ~(np.abs(np.nan_to_num(z2) - 18.0) < 1e-3)
     far &= np.abs(att_ref[1] - 0.02) > 1e-5
     np.testing.assert_array_equal(out["material"][far], mat2[far])
+
+
+@pytest.mark.parametrize("w", [MIN_TILE_LINES - 3, 2 * MIN_TILE_LINES + 5, 2 * TILE_LINES + 37])
+def test_fused_tiles_match_naive(rng, table, w):
+    """Blocks of one tile, two uneven tiles and several full tiles plus a remainder."""
+    e, h = 2, 6
+    prep, bad = _prep(rng, e, h, table=table)
+    raw = _raw(rng, e, h, w, prep)
+    out = _run_fused(raw, prep, 7, want_color=True, want_enc=True)
+    att_ref, starved = naive_attenuation(raw.counts, prep.dark, prep.air0, prep.slope, 7, prep.starve, bad)
+    np.testing.assert_allclose(out["attenuation"], att_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["valid"], ~starved.any(axis=0))
+    _, mat, color, enc = naive_maps(out["attenuation"], starved[-1], lambda l, r: out["zeff"])
+    np.testing.assert_array_equal(out["material"], mat)
+    np.testing.assert_array_equal(out["color"], color)
+    np.testing.assert_array_equal(out["enc"], enc)
 
 
 def test_fused_matches_naive_single(rng):
