@@ -284,3 +284,29 @@ def naive_sigma_clip(x, sigma, max_iters):
     mean = (xs * inside).sum(axis=-1) / cnt
     var = (((xs - mean[..., None]) ** 2) * inside).sum(axis=-1) / np.maximum(cnt - 1, 1)
     return mean, np.sqrt(var)
+
+
+def naive_cue_counts(l_high, zeff, material, valid, fy, fx, air_max, bone_lo, bone_hi, bone_min, organic_max, dense_min, mu_mass):
+    """NumPy reference of ``nii._kernels.evidence.cue_counts``: cue masks summed per fy x fx cell."""
+    f = np.float32
+    l_high = np.asarray(l_high, f)
+    z = np.asarray(zeff, f)
+    obj = np.isfinite(z)
+    if material is not None:
+        obj &= (material != 0) & (material != 4)
+    else:
+        obj &= l_high >= f(air_max)
+    if valid is not None:
+        obj &= valid
+    rho = np.maximum(l_high, f(0)) / f(mu_mass)
+    with np.errstate(invalid="ignore"):
+        bone = obj & (z >= f(bone_lo)) & (z <= f(bone_hi)) & (rho >= f(bone_min))
+        dense = obj & (z < f(organic_max)) & (rho >= f(dense_min))
+    h, w = l_high.shape
+    gh, gw = -(-h // fy), -(-w // fx)
+    out = []
+    for m in (bone, dense):
+        p = np.zeros((gh * fy, gw * fx), np.int64)
+        p[:h, :w] = m
+        out.append(p.reshape(gh, fy, gw, fx).sum(axis=(1, 3)))
+    return out[0], out[1]

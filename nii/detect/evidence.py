@@ -173,23 +173,20 @@ def box_evidence(scan: Scan, box_px: Any, *, config: AnomalyConfig | None = None
     return ev
 
 
-def _grid_fraction(mask: np.ndarray, fy: int, fx: int) -> np.ndarray:
-    """Fraction of True pixels in each ``fy x fx`` cell (the last partial cell averages what it has)."""
-    import cv2
+def _cue_counts(scan: Scan, cfg: AnomalyConfig, fy: int, fx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bone-like and dense-organic pixel counts per ``fy x fx`` cell (one Numba pass,
+    :func:`nii._kernels.evidence.cue_counts`; same pixel rule as :func:`_cue_masks`)."""
+    from .._kernels.evidence import cue_counts
 
-    h, w = mask.shape
-    gh, gw = -(-h // fy), -(-w // fx)
-    if h % fy == 0 and w % fx == 0:
-        return cv2.resize(mask.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
-    m = np.zeros((gh * fy, gw * fx), np.float32)
-    m[:h, :w] = mask
-    frac = m.reshape(gh, fy, gw, fx).mean(axis=(1, 3))
-    # rescale partial edge cells to the fraction of their real area
-    cy = np.full(gh, float(fy))
-    cy[-1] = h - (gh - 1) * fy
-    cx = np.full(gw, float(fx))
-    cx[-1] = w - (gw - 1) * fx
-    return frac * (fy * fx) / (cy[:, None] * cx[None, :])
+    f = np.float32
+    _, h, _ = scan.shape
+    mat = np.zeros((0, 0), np.uint8) if scan.material is None else np.ascontiguousarray(scan.material, dtype=np.uint8)
+    valid = np.zeros((0, 0), np.bool_) if scan.valid is None else np.ascontiguousarray(scan.valid, dtype=np.bool_)
+    return cue_counts(
+        np.ascontiguousarray(scan.attenuation[-1], dtype=f), np.ascontiguousarray(scan.zeff, dtype=f), mat, valid,
+        np.int64(fy), np.int64(fx), f(AIR_ATTENUATION_MAX), f(cfg.bone_zeff[0]), f(cfg.bone_zeff[1]), f(cfg.bone_min_g_cm2),
+        f(cfg.organic_zeff_max), f(cfg.dense_organic_g_cm2), f(effective_mu_mass(scan)),
+    )
 
 
 def material_anomalies(
@@ -221,20 +218,23 @@ def material_anomalies(
     if scan.zeff is None or scan.rendered:
         return []
     _, h, w = scan.shape
-    full = (slice(0, h), slice(0, w))
-    masks = _cue_masks(scan, full, cfg)
-    if masks is None:
-        return []
-    _, bone, dense = masks
     dy, dx = scan.pixel_pitch_mm
     fy, fx = max(1, int(round(cfg.grid_mm / dy))), max(1, int(round(cfg.grid_mm / dx)))
     cell_cm2 = (fy * dy) * (fx * dx) / 100.0
+    counts = _cue_counts(scan, cfg, fy, fx)
+    # real area (pixels) of each cell: the last row / column of cells may be partial
+    gh, gw = counts[0].shape
+    cy = np.full(gh, float(fy))
+    cy[-1] = h - (gh - 1) * fy
+    cx = np.full(gw, float(fx))
+    cx[-1] = w - (gw - 1) * fx
+    cell_px = cy[:, None] * cx[None, :]
     boxes_m = np.zeros((0, 4)) if model_boxes is None else np.asarray(model_boxes, np.float64).reshape(-1, 4)
     out: list[Detection] = []
-    for name, mask in (("bone_like", bone), ("dense_organic", dense)):
-        if not mask.any():
+    for name, count in zip(("bone_like", "dense_organic"), counts):
+        if not count.any():
             continue
-        frac = _grid_fraction(mask, fy, fx)
+        frac = count / cell_px
         flagged = (frac >= cfg.min_fraction).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(flagged, connectivity=8)
         if n <= 1:
