@@ -2,7 +2,7 @@
 
 Example (the full recipe, ~1.5 h on 2 CPU cores; see ``detectors/README.md``)::
 
-    nii train --data data/det-v1 --out detectors/nii-yolo11n-v1 --seed 0 --set-default
+    nii train --data data/det-v1 --out detectors/nii-yolo11n-v2 --seed 0 --set-default
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         "export ONNX, calibrate thresholds on the validation scans, evaluate on the test scans and write a model folder.",
     )
     p.add_argument("--data", required=True, help="dataset folder (nii dataset build)")
-    p.add_argument("--out", required=True, help="model folder to write, e.g. detectors/nii-yolo11n-v1")
+    p.add_argument("--out", required=True, help="model folder to write, e.g. detectors/nii-yolo11n-v2")
     p.add_argument("--model", default="yolo11n", help="architecture scale (yolo11n, yolo11s, yolo11-nano-half, yolo11-pico)")
     p.add_argument("--imgsz", type=int, default=320, help="input size = tile size (default 320)")
     p.add_argument("--epochs", type=int, default=18, help="epochs (upper bound under --time-hours; default 18)")
