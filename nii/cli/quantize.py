@@ -11,15 +11,7 @@ import argparse
 
 __all__ = ["register"]
 
-
-def _far(text: str) -> float:
-    from ..detect.thresholds import parse_far
-    from ..errors import InvalidParameterError
-
-    try:
-        return parse_far(text)
-    except InvalidParameterError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from .train import _far  # one parser of FAR values for every command
 
 
 def register(subparsers) -> None:
