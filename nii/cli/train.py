@@ -39,6 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--time-hours", type=float, default=1.35, help="wall-clock cap of the training loop (default 1.35; 0 = none)")
     p.add_argument("--workers", type=int, default=2, help="data-loader workers")
     p.add_argument("--device", default="cpu", help="torch device (default cpu; a GPU is optional)")
+    p.add_argument("--optimizer", default="auto", help="Ultralytics optimizer: auto (default), AdamW, SGD, ...")
+    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (needs --optimizer other than auto)")
+    p.add_argument("--warmup-epochs", type=float, default=3.0, help="learning-rate warm-up epochs (default 3)")
     p.add_argument("--far", type=_far, default=0.01, help="default operating point (default 1%%)")
     p.add_argument("--work-dir", default=None, help="Ultralytics working folder (default: beside --out)")
     p.add_argument("--set-default", action="store_true", help="write detectors/DEFAULT naming the new model")
@@ -66,6 +69,9 @@ def _handle(args) -> int:
         workers=args.workers,
         device=args.device,
         default_far=args.far,
+        optimizer=args.optimizer,
+        lr0=args.lr0,
+        warmup_epochs=args.warmup_epochs,
     )
     con = stderr_console()
     command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
