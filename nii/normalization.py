@@ -267,19 +267,34 @@ def _empty3() -> np.ndarray:
     return np.zeros((0, 0, 3), dtype=np.uint8)
 
 
-def _run_fused(raw: RawScan, prep: _Prepared, t0: int, *, want_color: bool, want_enc: bool) -> dict[str, np.ndarray]:
+def _fused_outputs(e: int, h: int, w: int, *, want_color: bool, want_enc: bool) -> dict[str, np.ndarray]:
+    """Fresh output maps of :func:`_run_fused`."""
+    return {
+        "attenuation": np.empty((e, h, w), dtype=np.float32),
+        "valid": np.empty((h, w), dtype=np.bool_),
+        "zeff": np.empty((h, w), dtype=np.float32),
+        "material": np.empty((h, w), dtype=np.uint8),
+        "color": np.empty((h, w, 3), dtype=np.uint8) if want_color else _empty3(),
+        "enc": np.empty((h, w, 3), dtype=np.uint8) if want_enc else _empty3(),
+    }
+
+
+def _run_fused(
+    raw: RawScan, prep: _Prepared, t0: int, *, want_color: bool, want_enc: bool,
+    out: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run the fused kernel; ``out`` (from :func:`_fused_outputs`, same shape) is reused when given."""
     from ._kernels.preprocess import STEP_CELL, fused_normalize, step_tables
 
     counts = raw.counts
     if not counts.flags.c_contiguous:
         counts = np.ascontiguousarray(counts)
     e, h, w = counts.shape
-    att = np.empty((e, h, w), dtype=np.float32)
-    valid = np.empty((h, w), dtype=np.bool_)
-    zeff = np.empty((h, w), dtype=np.float32)
-    mat = np.empty((h, w), dtype=np.uint8)
-    color = np.empty((h, w, 3), dtype=np.uint8) if want_color else _empty3()
-    enc = np.empty((h, w, 3), dtype=np.uint8) if want_enc else _empty3()
+    if out is None:
+        out = _fused_outputs(e, h, w, want_color=want_color, want_enc=want_enc)
+    att, valid, zeff, mat, color, enc = (out[k] for k in ("attenuation", "valid", "zeff", "material", "color", "enc"))
+    if att.shape != (e, h, w) or zeff.shape != (h, w) or (want_color and color.shape != (h, w, 3)) or (want_enc and enc.shape != (h, w, 3)):
+        raise InvalidParameterError(f"output buffers do not match the scan shape {(e, h, w)}")
     thr, lvl, start = step_tables()
     fused_normalize(
         counts, prep.dark, prep.air0, prep.slope, np.int64(t0), prep.starve, prep.rep_lo, prep.rep_hi, prep.rep_w,
@@ -287,7 +302,7 @@ def _run_fused(raw: RawScan, prep: _Prepared, t0: int, *, want_color: bool, want
         np.float32(ZEFF_MIXED_MAX), thr, lvl, start, np.float32(1.0 / STEP_CELL), _hue(),
         att, valid, zeff, mat, color, enc,
     )
-    return {"attenuation": att, "valid": valid, "zeff": zeff, "material": mat, "color": color, "enc": enc}
+    return out
 
 
 def _run_maps(

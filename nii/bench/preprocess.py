@@ -157,6 +157,42 @@ def _copy_time(nbytes: int, repeat: int) -> float:
     return _best(lambda: np.copyto(dst, src), repeat)
 
 
+def _breakdown(raw, table, repeat: int) -> dict[str, float]:
+    """Where the time of one normalisation goes (best of ``repeat``), in seconds.
+
+    ``prepare``: references, drift, repair plan (per scan, independent of length);
+    ``kernel_fresh_outputs``: the fused kernel writing into newly allocated maps, as
+    :func:`~nii.normalization.normalize_and_encode` does (the first touch of each page costs a
+    page fault and the kernel's zeroing of it);
+    ``kernel_preallocated_outputs``: the same kernel writing into maps already in memory, the
+    like-for-like comparison with the copy bound (whose buffers are also pre-faulted);
+    ``allocate_and_touch_outputs``: allocating and zero-filling the maps alone.
+    """
+    from .. import normalization as nz
+
+    cal = nz._calibration_for(raw, table, True)
+    cal.check(raw)
+    e, h, w = raw.counts.shape
+
+    def prep():
+        return nz._prepare(raw, cal, total_lines=w, starve_counts=4.0, starve_sigma=5.0, materials=True)
+
+    p = prep()
+    out = nz._fused_outputs(e, h, w, want_color=True, want_enc=True)
+    nz._run_fused(raw, p, 0, want_color=True, want_enc=True, out=out)
+
+    def touch():
+        for a in nz._fused_outputs(e, h, w, want_color=True, want_enc=True).values():
+            a.fill(0)
+
+    return {
+        "prepare": _best(prep, repeat),
+        "kernel_fresh_outputs": _best(lambda: nz._run_fused(raw, p, 0, want_color=True, want_enc=True), repeat),
+        "kernel_preallocated_outputs": _best(lambda: nz._run_fused(raw, p, 0, want_color=True, want_enc=True, out=out), repeat),
+        "allocate_and_touch_outputs": _best(touch, repeat),
+    }
+
+
 def _stream_child(h: int, lines: int, strip: int, seed: int) -> dict[str, Any]:
     """Runs in a fresh process: stream H x lines through normalize_stream, report extra peak RSS."""
     from ..normalization import normalize_stream
@@ -216,6 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sizes.append({"channels": h, "lines": w, "mpx": h * w / 1e6, "seconds": dt, "mpx_per_s": h * w / dt / 1e6})
     raw = make_scan(h, w_max, seed=args.seed)
     dt_numba = sizes[-1]["seconds"]
+    breakdown = _breakdown(raw, table, repeat)
     scan, _ = normalize_and_encode(raw, table)
     ref = numpy_normalize(raw, table)
     dt_numpy = _best(lambda: numpy_normalize(raw, table), max(1, min(repeat, 2)))
@@ -241,6 +278,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bytes_written": bytes_written,
         "fraction_of_copy_bound": copy_s / dt_numba,
         "jit_first_call_seconds": jit_s,
+        "breakdown_seconds": breakdown,
+        "fraction_of_copy_bound_preallocated": copy_s / breakdown["kernel_preallocated_outputs"],
         "sizes": sizes,
         "agreement_with_numpy": agree,
         "table": table_src,

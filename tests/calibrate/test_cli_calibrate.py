@@ -49,4 +49,6 @@ def test_bench_preprocess_json(capsys):
     for k in ("mpx_per_s", "numpy_mpx_per_s", "speedup_vs_numpy", "fraction_of_copy_bound", "jit_first_call_seconds"):
         assert r[k] > 0
     assert len(r["sizes"]) == 4
+    assert r["fraction_of_copy_bound_preallocated"] > 0
+    assert set(r["breakdown_seconds"]) == {"prepare", "kernel_fresh_outputs", "kernel_preallocated_outputs", "allocate_and_touch_outputs"}
     assert r["agreement_with_numpy"]["material_equal_fraction"] > 0.999
