@@ -328,12 +328,8 @@ def cut_tiles(
 
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     t = tile
-    h, w = enc.shape[:2]
-    ph, pw_ = max(h, t), max(w, t)
-    if (ph, pw_) != (h, w):
-        pad = np.zeros((ph, pw_, enc.shape[2]), np.uint8)
-        pad[:h, :w] = enc
-        enc = pad
+    enc = _pad_to_tile(enc, t)
+    ph, pw_ = enc.shape[:2]
     area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6)
     cbox = np.zeros((0, 4)) if confuser_boxes is None else np.asarray(confuser_boxes, np.float64).reshape(-1, 4)
     carea = np.maximum((cbox[:, 2] - cbox[:, 0]) * (cbox[:, 3] - cbox[:, 1]), 1e-6)
@@ -354,6 +350,17 @@ def cut_tiles(
             write_tile(split_dir / "images" / f"{name}.png", split_dir / "labels" / f"{name}.txt", part, cb[keep], [class_ids[i] for i in np.flatnonzero(keep)])
             out.append({"id": name, "tile": [int(y), int(x)], "n_boxes": int(keep.sum())})
     return out
+
+
+def _pad_to_tile(enc: np.ndarray, tile: int) -> np.ndarray:
+    """``enc`` zero-padded at the bottom / right to at least ``tile`` pixels in each direction."""
+    h, w = enc.shape[:2]
+    ph, pw_ = max(h, tile), max(w, tile)
+    if (ph, pw_) == (h, w):
+        return enc
+    pad = np.zeros((ph, pw_, enc.shape[2]), enc.dtype)
+    pad[:h, :w] = enc
+    return pad
 
 
 def _tile_labels(boxes: np.ndarray, area: np.ndarray, y: int, x: int, t: int, min_visible: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -392,11 +399,8 @@ def cut_target_crops(
     if h <= tile and w <= tile:
         return []
     t = tile
-    ph, pw_ = max(h, t), max(w, t)
-    if (ph, pw_) != (h, w):
-        pad = np.zeros((ph, pw_, enc.shape[2]), np.uint8)
-        pad[:h, :w] = enc
-        enc = pad
+    enc = _pad_to_tile(enc, t)
+    ph, pw_ = enc.shape[:2]
     area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6)
     out: list[dict[str, Any]] = []
     for i, (x0, y0, x1, y1) in enumerate(boxes):
