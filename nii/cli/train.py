@@ -42,8 +42,18 @@ def register(subparsers) -> None:
     p.add_argument("--optimizer", default="auto", help="Ultralytics optimizer: auto (default), AdamW, SGD, ...")
     p.add_argument("--lr0", type=float, default=None, help="initial learning rate (needs --optimizer other than auto)")
     p.add_argument("--warmup-epochs", type=float, default=3.0, help="learning-rate warm-up epochs (default 3)")
+    p.add_argument("--mosaic", type=float, default=0.5, help="probability of a 4-tile mosaic per training sample (default 0.5)")
+    p.add_argument("--init-weights", default=None, metavar="PT",
+                   help="continue from the weights of an earlier `nii train` run (same classes) instead of from scratch")
+    p.add_argument("--close-mosaic", type=int, default=3, help="final epochs without mosaic augmentation (default 3)")
     p.add_argument("--far", type=_far, default=0.01, help="default operating point (default 1%%)")
     p.add_argument("--work-dir", default=None, help="Ultralytics working folder (default: beside --out)")
+    p.add_argument("--weights-only", action="store_true",
+                   help="stop after training: write model.pt and train_info.json only (e.g. on a lent GPU machine "
+                   "without onnx or the validation scans); package them later with --from-weights")
+    p.add_argument("--from-weights", default=None, metavar="PT",
+                   help="skip training: export, calibrate and evaluate weights written by --weights-only (train_info.json "
+                   "beside them); --data must be built with the same seed and settings")
     p.add_argument("--set-default", action="store_true", help="write detectors/DEFAULT naming the new model")
     p.add_argument("--json", action="store_true", help="print the test metrics as JSON")
     p.set_defaults(handler=_handle)
@@ -72,10 +82,22 @@ def _handle(args) -> int:
         optimizer=args.optimizer,
         lr0=args.lr0,
         warmup_epochs=args.warmup_epochs,
+        close_mosaic=args.close_mosaic,
+        mosaic=args.mosaic,
+        init_weights=args.init_weights,
     )
+    if args.weights_only and (args.from_weights or args.set_default):
+        from ..errors import InvalidParameterError
+
+        raise InvalidParameterError("--weights-only writes no model folder to package: it excludes --from-weights and --set-default")
     con = stderr_console()
     command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    out = train_model(args.data, args.out, recipe=recipe, work_dir=args.work_dir, command=command, progress=lambda s: con.print(s))
+    out = train_model(args.data, args.out, recipe=recipe, work_dir=args.work_dir, command=command, progress=lambda s: con.print(s),
+                      weights_only=args.weights_only, from_weights=args.from_weights)
+    if args.weights_only:
+        if args.json:
+            emit_json({"model": str(out), "weights": str(Path(out) / "model.pt")})
+        return 0
     if args.set_default:
         atomic_write_text(Path(out).parent / "DEFAULT", Path(out).name + "\n")
     metrics_path = Path(out) / "metrics.json"

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidParameterError, ModelError
+from ..errors import FileAccessError, InvalidParameterError, ModelError
 
 __all__ = ["TorchBackend", "available", "export_onnx", "model_yaml", "predict_ultralytics", "settings_dir", "train"]
 
@@ -161,6 +161,42 @@ AUGMENT = {
 }
 
 
+def _has_polars() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("polars") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _read_results_csv(path: Path) -> dict[str, list[Any]]:
+    """``results.csv`` as ``{column: [values]}`` (what Ultralytics stores in its checkpoints)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except OSError:
+        return {}
+    if not rows:
+        return {}
+    cols: dict[str, list[Any]] = {h.strip(): [] for h in rows[0]}
+    for row in rows[1:]:
+        for h, v in zip(cols, row):
+            try:
+                cols[h].append(float(v))
+            except ValueError:
+                cols[h].append(v)
+    return cols
+
+
+def _csv_results_without_polars(trainer: Any) -> None:
+    """Ultralytics reads ``results.csv`` with polars only to copy it into each checkpoint; where
+    polars is absent (a lent GPU image, say) read it with the csv module instead."""
+    trainer.read_results_csv = lambda: _read_results_csv(Path(trainer.csv))
+
+
 def train(
     data_yaml: str | os.PathLike,
     *,
@@ -178,8 +214,9 @@ def train(
     close_mosaic: int = 3,
     augment: Mapping[str, float] | None = None,
     extra: Mapping[str, Any] | None = None,
+    init_weights: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Train a YOLO11 detector from scratch on a YOLO-format dataset.
+    """Train a YOLO11 detector from scratch (or on from ``init_weights``) on a YOLO-format dataset.
 
     Parameters
     ----------
@@ -197,6 +234,8 @@ def train(
         Wall-clock cap; Ultralytics then fits its schedule to the time (overrides ``epochs``).
     augment, extra : mapping, optional
         Overrides of :data:`AUGMENT` and further Ultralytics arguments.
+    init_weights : path, optional
+        Weights of an earlier run (same classes) to continue from, instead of from scratch.
 
     Returns
     -------
@@ -233,7 +272,16 @@ def train(
     with _contained():
         from ultralytics import YOLO
 
-        yolo = YOLO(str(yaml_path), task="detect")
+        if init_weights is not None:
+            if not Path(init_weights).is_file():
+                raise FileAccessError("initial weights not found", path=init_weights)
+            yolo = YOLO(str(init_weights), task="detect")
+            if int(yolo.model.nc) != int(nc):
+                raise ModelError(f"initial weights have {yolo.model.nc} classes, the dataset {nc}", path=init_weights)
+        else:
+            yolo = YOLO(str(yaml_path), task="detect")
+        if not _has_polars():
+            yolo.add_callback("on_pretrain_routine_start", _csv_results_without_polars)
         yolo.train(**args)
         trainer = yolo.trainer
         run_dir = Path(trainer.save_dir)

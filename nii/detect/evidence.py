@@ -228,14 +228,17 @@ def material_anomalies(
     cy[-1] = h - (gh - 1) * fy
     cx = np.full(gw, float(fx))
     cx[-1] = w - (gw - 1) * fx
-    cell_px = cy[:, None] * cx[None, :]
     boxes_m = np.zeros((0, 4)) if model_boxes is None else np.asarray(model_boxes, np.float64).reshape(-1, 4)
     out: list[Detection] = []
+    # a cell is flagged when its cue pixels reach min_fraction of its real area. Full cells are
+    # compared with one scalar; only the last row / column can be partial (no full-grid float
+    # arrays: a container scan has ~4 M cells per cue)
     for name, count in zip(("bone_like", "dense_organic"), counts):
         if not count.any():
             continue
-        frac = count / cell_px
-        flagged = (frac >= cfg.min_fraction).astype(np.uint8)
+        flagged = (count >= cfg.min_fraction * (fy * fx)).astype(np.uint8)
+        flagged[-1, :] = count[-1, :] >= cfg.min_fraction * (cy[-1] * cx)
+        flagged[:, -1] = count[:, -1] >= cfg.min_fraction * (cy * cx[-1])
         n, labels, stats, _ = cv2.connectedComponentsWithStats(flagged, connectivity=8)
         if n <= 1:
             continue
@@ -243,9 +246,13 @@ def material_anomalies(
         ok = np.flatnonzero((area_cm2 >= cfg.min_area_cm2) & (area_cm2 <= cfg.max_area_cm2)) + 1
         if ok.size == 0:
             continue
-        sums = np.bincount(labels.ravel(), weights=frac.ravel(), minlength=n)
         for lab in ok:
             x, y, bw, bh, area = stats[lab]
+            # mean cue fraction over the component's cells, read inside its bounding box only
+            win = (slice(y, y + bh), slice(x, x + bw))
+            mine = labels[win] == lab
+            cell_px = cy[win[0], None] * cx[None, win[1]]
+            frac_sum = float((count[win][mine] / cell_px[mine]).sum())
             box = (
                 float(x * fx),
                 float(y * fy),
@@ -267,7 +274,7 @@ def material_anomalies(
                 Detection(
                     class_name=name,
                     class_id=-1,
-                    confidence=float(np.clip(sums[lab] / area, 0.0, 1.0)),
+                    confidence=float(np.clip(frac_sum / area, 0.0, 1.0)),
                     box_px=box,
                     box_mm=(box[0] * dx, box[1] * dy, box[2] * dx, box[3] * dy),
                     origin=ORIGIN_ANOMALY,

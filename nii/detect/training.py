@@ -15,6 +15,7 @@ Only step 1-2 need torch/ultralytics (through :mod:`nii.detect._ultralytics`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -76,6 +77,11 @@ class Recipe:
         Initial learning rate (None: Ultralytics' choice for ``optimizer``; ignored by ``auto``).
     warmup_epochs : float
         Epochs of learning-rate warm-up.
+    mosaic : float
+        Probability of Ultralytics' 4-image mosaic per training sample (0.5 in every recipe so far).
+    init_weights : str or None
+        Start from these weights (a model trained earlier by ``nii train``) instead of from
+        scratch: a continuation of an earlier run, e.g. at a lower learning rate.
     """
 
     model: str = "yolo11n"
@@ -91,6 +97,8 @@ class Recipe:
     optimizer: str = "auto"
     lr0: float | None = None
     warmup_epochs: float = 3.0
+    mosaic: float = 0.5
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -101,10 +109,14 @@ class Recipe:
             raise InvalidParameterError(f"lr0 must be in (0, 1), got {self.lr0!r}")
         if not (0.0 <= self.warmup_epochs <= 10.0):
             raise InvalidParameterError(f"warmup_epochs must be in [0, 10], got {self.warmup_epochs!r}")
+        if not (0.0 <= self.mosaic <= 1.0):
+            raise InvalidParameterError(f"mosaic must be in [0, 1], got {self.mosaic!r}")
 
     def ultralytics_extra(self) -> dict[str, Any]:
         """Optimizer arguments passed to Ultralytics."""
         extra: dict[str, Any] = {"optimizer": self.optimizer, "warmup_epochs": float(self.warmup_epochs)}
+        if self.mosaic != 0.5:
+            extra["mosaic"] = float(self.mosaic)
         if self.lr0 is not None:
             extra["lr0"] = float(self.lr0)
         return extra
@@ -225,6 +237,11 @@ def package_model(
     return config
 
 
+def _device_name(device: Any) -> str:
+    d = str(device)
+    return f"CUDA GPU {d}" if d.replace(",", "").isdigit() else d
+
+
 def _fmt(v: Any) -> str:
     return "–" if v is None else (f"{100 * v:.1f} %" if isinstance(v, float) else str(v))
 
@@ -245,8 +262,20 @@ def write_model_card(folder: Path, *, config: Any, recipe: Recipe, manifest: dic
         if k in manifest:
             L.append(f"- {k}: `{json.dumps(manifest[k])}`")
     L += ["", "## Recipe", "", "```toml", recipe.to_toml().rstrip(), "```", ""]
+    n_img, n_ep = train_info.get("n_train_images"), train_info.get("epochs_run")
+    cpu_h = ""
+    if isinstance(n_img, int) and isinstance(n_ep, int):
+        hours = n_img * n_ep * SEC_PER_IMAGE_EPOCH_320 * (recipe.imgsz / 320) ** 2 / 3600
+        cpu_h = f"; {n_img * n_ep:,} image-epochs, ~{hours:.1f} h of training on 2 CPU cores"
     L += [f"Training ran {train_info.get('epochs_run', '?')} epochs in {train_info.get('train_seconds', 0) / 60:.1f} min "
-          f"on {train_info.get('device', 'cpu')} ({train_info.get('n_train_images', '?')} training tiles).", ""]
+          f"on {_device_name(train_info.get('device', 'cpu'))} ({train_info.get('n_train_images', '?')} training tiles{cpu_h})."]
+    init = train_info.get("init")
+    while init:
+        L.append(f"It continued from `{Path(init.get('weights', '?')).name}` (sha256 {str(init.get('sha256', '?'))[:12]}…), which had run "
+                 f"{init.get('epochs_run', '?')} epochs in {init.get('train_seconds', 0) / 60:.1f} min on {init.get('device', '?')} "
+                 f"({init.get('n_train_images', '?')} training tiles; recipe `{json.dumps(init.get('recipe', {}))}`).")
+        init = init.get("init")
+    L.append("")
     L += ["## Operating point", "", f"Thresholds calibrated on the validation split ({thresholds.n_negative} negative images, "
           f"FAR resolution {1 / thresholds.n_negative:.2%}), rule `{thresholds.method}`, default FAR {thresholds.default_far:.2%}.", ""]
     for op in thresholds.operating_points():
@@ -277,6 +306,49 @@ def write_model_card(folder: Path, *, config: Any, recipe: Recipe, manifest: dic
     return atomic_write_text(folder / "MODEL_CARD.md", "\n".join(L))
 
 
+#: Dataset settings that must agree between the training build and the calibration/test build
+#: when a model is packaged from weights trained elsewhere (same seed => same val/test scenes).
+_SAME_SPLITS_KEYS = ("seed", "pitch_mm", "tile_size", "overlap", "held_out_family", "kind_weights", "profiles", "randomize")
+
+
+def _check_same_splits(train_manifest: dict[str, Any], manifest: dict[str, Any], where: Path) -> None:
+    a, b = train_manifest.get("config") or {}, manifest.get("config") or {}
+    diff = [k for k in _SAME_SPLITS_KEYS if k in a and k in b and a[k] != b[k]]
+    if diff:
+        raise InvalidParameterError(
+            "the weights were trained on a dataset built with other settings than this one ("
+            + ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in diff)
+            + "): its validation/test scenes would not be held out from training", path=where)
+
+
+def _read_train_info(weights: Path) -> dict[str, Any]:
+    p = weights.parent / "train_info.json"
+    if not p.is_file():
+        raise FileAccessError("train_info.json missing beside the weights (write them with `nii train --weights-only`)", path=weights)
+    try:
+        info = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"train_info.json is not valid JSON: {exc}", path=p) from exc
+    if not isinstance(info.get("recipe"), dict) or not isinstance(info.get("dataset_manifest"), dict):
+        raise ModelError("train_info.json lacks 'recipe' or 'dataset_manifest' (not written by `nii train --weights-only`)", path=p)
+    return info
+
+
+def _init_record(weights: Path) -> dict[str, Any]:
+    """What a continued run started from: the earlier run's own record, where it is beside the weights."""
+    if not weights.is_file():
+        raise FileAccessError("initial weights not found", path=weights)
+    rec: dict[str, Any] = {"weights": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    p = weights.parent / "train_info.json"
+    if p.is_file():
+        try:
+            prior = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            prior = {}
+        rec.update({k: prior[k] for k in ("epochs_run", "train_seconds", "device", "n_train_images", "recipe", "init") if k in prior})
+    return rec
+
+
 def train_model(
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -286,42 +358,91 @@ def train_model(
     work_dir: str | os.PathLike | None = None,
     command: str = "",
     progress: Callable[[str], None] | None = None,
+    weights_only: bool = False,
+    from_weights: str | os.PathLike | None = None,
 ) -> Path:
-    """Train, export, calibrate, evaluate and package a model folder at ``out``; return it."""
+    """Train, export, calibrate, evaluate and package a model folder at ``out``; return it.
+
+    The chain can be split across machines (train on a lent GPU, package on the CPU box):
+
+    * ``weights_only=True`` stops after training: ``out`` gets the stripped ``model.pt`` and a
+      ``train_info.json`` holding the recipe, the training dataset's manifest and the training
+      log; no ONNX export, validation scans or test split are needed.
+    * ``from_weights=PT`` skips training: ``PT`` (with its ``train_info.json`` beside it) is
+      exported, calibrated on ``data``'s validation scans and evaluated on its test scans. The
+      recipe recorded at training time is used (``recipe`` is ignored) and ``data`` must have been
+      built with the same seed and settings, so that its val/test scenes are disjoint from training.
+    """
     from . import _ultralytics as ul
     from .detector import write_sha256sums
 
+    if weights_only and from_weights is not None:
+        raise InvalidParameterError("weights_only and from_weights exclude each other")
     data = Path(data).resolve()
     out = Path(out)
     manifest = _read_manifest(data)
     classes = tuple(manifest["classes"])
+    name = name or out.name
+    say = progress or (lambda s: logger.info(s))
+    if from_weights is not None:
+        weights = Path(from_weights)
+        if not weights.is_file():
+            raise FileAccessError("weights file not found", path=weights)
+        prior = _read_train_info(weights)
+        recipe = Recipe(**prior["recipe"])
+        train_manifest = prior["dataset_manifest"]
+        _check_same_splits(train_manifest, manifest, data)
+        if tuple(train_manifest.get("classes", classes)) != classes:
+            raise InvalidParameterError(f"classes differ: weights {train_manifest.get('classes')} vs dataset {list(classes)}", path=data)
+        info = {k: prior[k] for k in ("epochs_run", "train_seconds", "device", "n_train_images", "init") if k in prior}
+        ul_args = prior.get("ultralytics_args", {})
+        train_command = prior.get("command", "")
+        out.mkdir(parents=True, exist_ok=True)
+        if weights.resolve() != (out / "model.pt").resolve():
+            shutil.copyfile(weights, out / "model.pt")
+        say(f"packaging weights trained on {info.get('device', '?')} ({info.get('epochs_run', '?')} epochs); exporting")
     if int(manifest.get("tile_size", recipe.imgsz)) != recipe.imgsz:
         raise InvalidParameterError(f"recipe imgsz {recipe.imgsz} differs from the dataset tile size {manifest.get('tile_size')}")
-    name = name or out.name
-    work = Path(work_dir) if work_dir else out.parent / f".{out.name}-work"
-    say = progress or (lambda s: logger.info(s))
-    n_train = len(list((data / "train" / "images").glob("*.png")))
-    say(f"training {recipe.model} on {n_train} tiles (estimated {recipe.estimate_hours(n_train):.2f} h on 2 cores)")
-    t0 = time.perf_counter()
-    res = ul.train(
-        data / "data.yaml",
-        out_dir=work,
-        model=recipe.model,
-        nc=len(classes),
-        imgsz=recipe.imgsz,
-        epochs=recipe.epochs,
-        batch=recipe.batch,
-        seed=recipe.seed,
-        time_hours=recipe.time_hours,
-        workers=recipe.workers,
-        device=recipe.device,
-        close_mosaic=recipe.close_mosaic,
-        extra=recipe.ultralytics_extra(),
-    )
-    train_s = time.perf_counter() - t0
-    say(f"trained {res['epochs_run']} epochs in {train_s / 60:.1f} min; exporting")
-    out.mkdir(parents=True, exist_ok=True)
-    ul.strip_pt(res["pt"], out / "model.pt")
+    if from_weights is None:
+        train_manifest = manifest
+        train_command = command
+        work = Path(work_dir) if work_dir else out.parent / f".{out.name}-work"
+        n_train = len(list((data / "train" / "images").glob("*.png")))
+        say(f"training {recipe.model} on {n_train} tiles (estimated {recipe.estimate_hours(n_train):.2f} h on 2 cores)")
+        t0 = time.perf_counter()
+        res = ul.train(
+            data / "data.yaml",
+            out_dir=work,
+            model=recipe.model,
+            nc=len(classes),
+            imgsz=recipe.imgsz,
+            epochs=recipe.epochs,
+            batch=recipe.batch,
+            seed=recipe.seed,
+            time_hours=recipe.time_hours,
+            workers=recipe.workers,
+            device=recipe.device,
+            close_mosaic=recipe.close_mosaic,
+            extra=recipe.ultralytics_extra(),
+            init_weights=recipe.init_weights,
+        )
+        train_s = time.perf_counter() - t0
+        say(f"trained {res['epochs_run']} epochs in {train_s / 60:.1f} min")
+        info = {"epochs_run": res["epochs_run"], "train_seconds": train_s, "device": recipe.device, "n_train_images": n_train}
+        if recipe.init_weights:
+            info["init"] = _init_record(Path(recipe.init_weights))
+        ul_args = res["args"]
+        out.mkdir(parents=True, exist_ok=True)
+        ul.strip_pt(res["pt"], out / "model.pt")
+        log = Path(res["run_dir"]) / "results.csv"
+        if log.is_file():
+            shutil.copyfile(log, out / "train_log.csv")
+        if weights_only:
+            atomic_write_text(out / "train_info.json", json.dumps(
+                {**info, "recipe": dataclasses.asdict(recipe), "command": command, "dataset_manifest": manifest,
+                 "ultralytics_args": ul_args}, indent=1, default=str) + "\n")
+            say(f"weights written to {out / 'model.pt'} (package them with `nii train --from-weights`)")
+            return out
     ul.export_onnx(out / "model.pt", out / "model.onnx", imgsz=recipe.imgsz)
     config = package_model(
         out,
@@ -332,9 +453,13 @@ def train_model(
         tile_size=int(manifest["tile_size"]),
         overlap=int(manifest.get("overlap", 64)),
         name=name,
-        extra_config={"model_arch": recipe.model, "dataset": manifest.get("name", data.name)},
+        extra_config={"model_arch": recipe.model, "dataset": train_manifest.get("name", data.name)},
     )
-    atomic_write_text(out / "recipe.toml", recipe.to_toml() + f'\n[commands]\ndataset = {json.dumps(manifest.get("command", ""))}\ntrain = {json.dumps(command)}\n')
+    commands = {"dataset": train_manifest.get("command", ""), "train": train_command}
+    if from_weights is not None:
+        commands["eval_dataset"] = manifest.get("command", "")
+        commands["package"] = command
+    atomic_write_text(out / "recipe.toml", recipe.to_toml() + "\n[commands]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in commands.items()))
     val_dir = _split_dir(data, "val")
     if val_dir is None:
         raise ModelError("the dataset has no validation split (val/scans or val/images)", path=data)
@@ -345,8 +470,13 @@ def train_model(
     if test_dir is not None:
         say(f"evaluating on {test_dir}")
         metrics = evaluate_folder(out, config, th, test_dir)
-    info = {"epochs_run": res["epochs_run"], "train_seconds": train_s, "device": recipe.device, "n_train_images": n_train}
-    atomic_write_text(out / "train_info.json", json.dumps({**info, "ultralytics_args": res["args"]}, indent=1, default=str) + "\n")
-    write_model_card(out, config=config, recipe=recipe, manifest=manifest, thresholds=th, metrics=metrics, train_info=info)
+    atomic_write_text(out / "train_info.json", json.dumps(
+        {**info, "recipe": dataclasses.asdict(recipe), "command": train_command, "dataset_manifest": train_manifest,
+         "ultralytics_args": ul_args}, indent=1, default=str) + "\n")
+    card_manifest = manifest
+    if from_weights is not None:
+        card_manifest = {**manifest, "command": train_manifest.get("command", ""),
+                         "counts": {**manifest.get("counts", {}), "train": (train_manifest.get("counts") or {}).get("train")}}
+    write_model_card(out, config=config, recipe=recipe, manifest=card_manifest, thresholds=th, metrics=metrics, train_info=info)
     write_sha256sums(out)
     return out

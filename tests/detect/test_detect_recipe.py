@@ -41,3 +41,86 @@ def test_cli_refuses_lr0_with_auto_optimizer_before_training(tmp_path, capsys):
     assert rc != 0
     assert "explicit optimizer" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+# --- two-stage training: --weights-only on one machine, --from-weights on another -----------------
+
+
+def test_cli_weights_only_excludes_set_default_and_from_weights(tmp_path, capsys):
+    for extra in (["--set-default"], ["--from-weights", str(tmp_path / "w.pt")]):
+        rc = main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "m"), "--weights-only", *extra])
+        assert rc != 0
+        assert "--weights-only" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def _write_dataset(root, **config):
+    import json
+
+    root.mkdir(parents=True)
+    manifest = {"classes": ["ivory", "ivory_worked", "pangolin_scales", "rhino_horn"], "pitch_mm": 3.0, "tile_size": 320,
+                "config": {"seed": 2026, "pitch_mm": 3.0, "tile_size": 320, "overlap": 64, "held_out_family": "timber",
+                           "kind_weights": [0.7, 0.15, 0.15], "n_train": 100, **config}}
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def _write_weights(folder, manifest):
+    import dataclasses
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"not really weights")
+    info = {"epochs_run": 3, "train_seconds": 60.0, "device": "0", "n_train_images": 10,
+            "recipe": dataclasses.asdict(Recipe(device="0")), "command": "nii train ...", "dataset_manifest": manifest}
+    (folder / "train_info.json").write_text(json.dumps(info))
+    return folder / "model.pt"
+
+
+def test_from_weights_refuses_a_dataset_built_with_another_seed(tmp_path):
+    """Other seeds would give val/test scenes that overlap the training scenes: refused before any work."""
+    from nii.detect.training import train_model
+
+    trained_on = _write_dataset(tmp_path / "gpu-data", n_train=6000)
+    _write_dataset(tmp_path / "data", seed=7)
+    pt = _write_weights(tmp_path / "w", trained_on)
+    with pytest.raises(InvalidParameterError, match="seed: 2026 vs 7"):
+        train_model(tmp_path / "data", tmp_path / "m", recipe=Recipe(), from_weights=pt)
+    assert not (tmp_path / "m").exists()
+
+
+def test_from_weights_needs_the_training_record(tmp_path):
+    from nii.detect.training import train_model
+    from nii.errors import FileAccessError, ModelError
+
+    _write_dataset(tmp_path / "data")
+    with pytest.raises(FileAccessError, match="weights file not found"):
+        train_model(tmp_path / "data", tmp_path / "m", recipe=Recipe(), from_weights=tmp_path / "missing.pt")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "model.pt").write_bytes(b"x")
+    with pytest.raises(FileAccessError, match="train_info.json missing"):
+        train_model(tmp_path / "data", tmp_path / "m", recipe=Recipe(), from_weights=tmp_path / "w" / "model.pt")
+    (tmp_path / "w" / "train_info.json").write_text('{"epochs_run": 3}')
+    with pytest.raises(ModelError, match="lacks 'recipe'"):
+        train_model(tmp_path / "data", tmp_path / "m", recipe=Recipe(), from_weights=tmp_path / "w" / "model.pt")
+    with pytest.raises(InvalidParameterError, match="exclude each other"):
+        train_model(tmp_path / "data", tmp_path / "m", recipe=Recipe(), weights_only=True, from_weights=tmp_path / "w" / "model.pt")
+    assert not (tmp_path / "m").exists()
+
+
+def test_results_csv_is_read_without_polars(tmp_path, monkeypatch):
+    """Ultralytics copies results.csv into checkpoints with polars; the adapter falls back to csv."""
+    import sys
+    from types import SimpleNamespace
+
+    from nii.detect import _ultralytics as ul
+
+    csv = tmp_path / "results.csv"
+    csv.write_text("epoch, train/box_loss,note\n1,3.5,a\n2,2.25,b\n")
+    assert ul._read_results_csv(csv) == {"epoch": [1.0, 2.0], "train/box_loss": [3.5, 2.25], "note": ["a", "b"]}
+    assert ul._read_results_csv(tmp_path / "absent.csv") == {}
+    monkeypatch.setitem(sys.modules, "polars", None)
+    assert ul._has_polars() is False
+    trainer = SimpleNamespace(csv=str(csv))
+    ul._csv_results_without_polars(trainer)
+    assert trainer.read_results_csv()["epoch"] == [1.0, 2.0]

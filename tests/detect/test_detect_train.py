@@ -91,3 +91,39 @@ def test_one_epoch_training_smoke(ul, tmp_path):
     det = Detector.load(out)
     assert det.config.tile_size == 64 and det.config.classes[0] == "ivory"
     det.infer_image(np.zeros((100, 70, 3), np.uint8))
+
+
+def test_two_stage_training_weights_only_then_package(ul, tmp_path):
+    """`--weights-only` on the training machine, `--from-weights` on the packaging one."""
+    import dataclasses
+    import json
+
+    from nii.dataset.synthetic import build_synthetic_dataset
+    from nii.detect import Detector
+    from nii.detect.training import Recipe, train_model
+
+    data = build_synthetic_dataset(tmp_path / "data", size=64, n_train=8, n_val=6, n_test=6, seed=1)
+    recipe = Recipe(model="yolo11-pico", imgsz=64, epochs=1, batch=4, time_hours=None, workers=0, close_mosaic=0)
+    w = train_model(data, tmp_path / "w", recipe=recipe, work_dir=tmp_path / "work", command="stage one", weights_only=True)
+    assert {p.name for p in w.iterdir()} <= {"model.pt", "train_info.json", "train_log.csv"}
+    assert (w / "model.pt").is_file()
+    info = json.loads((w / "train_info.json").read_text())
+    assert info["recipe"]["model"] == "yolo11-pico" and info["epochs_run"] == 1 and info["command"] == "stage one"
+    # the packaging stage uses the recorded recipe, not the one it is given
+    out = train_model(data, tmp_path / "m", recipe=Recipe(), from_weights=w / "model.pt", command="stage two")
+    toml = (out / "recipe.toml").read_text()
+    assert 'model = "yolo11-pico"' in toml and 'train = "stage one"' in toml and 'package = "stage two"' in toml
+    for f in ("model.onnx", "model.pt", "config.json", "thresholds.json", "MODEL_CARD.md", "SHA256SUMS", "metrics.json"):
+        assert (out / f).is_file(), f
+    assert (out / "model.pt").read_bytes() == (w / "model.pt").read_bytes()
+    assert json.loads((out / "train_info.json").read_text())["recipe"]["model"] == "yolo11-pico"
+    det = Detector.load(out)
+    assert det.config.tile_size == 64
+    # a continued run starts from those weights and records where it came from
+    cont = train_model(data, tmp_path / "w2", recipe=dataclasses.replace(recipe, init_weights=str(w / "model.pt"), mosaic=0.0),
+                       work_dir=tmp_path / "work2", weights_only=True)
+    info2 = json.loads((cont / "train_info.json").read_text())
+    assert info2["init"]["epochs_run"] == 1 and info2["init"]["recipe"]["model"] == "yolo11-pico"
+    assert info2["ultralytics_args"]["mosaic"] == 0.0
+    out2 = train_model(data, tmp_path / "m2", recipe=Recipe(), from_weights=cont / "model.pt")
+    assert "It continued from `model.pt`" in (out2 / "MODEL_CARD.md").read_text()
