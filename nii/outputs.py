@@ -94,6 +94,10 @@ def output_stem(result: Any, used: set[str] | None = None) -> str:
 
 def _display_rgb(scan) -> np.ndarray:
     if scan.color is not None:
+        if scan.material is not None and not scan.rendered:
+            from .materials import despeckle_display  # noqa: PLC0415
+
+            return despeckle_display(np.asarray(scan.color), scan.material)
         return np.asarray(scan.color)
     # no colour map (e.g. normaliser unavailable): grey from the highest energy, display law of nii.materials
     from .materials import DISPLAY_GAMMA  # noqa: PLC0415

@@ -2,7 +2,12 @@
 
 Example (the full recipe, ~1.5 h on 2 CPU cores; see ``detectors/README.md``)::
 
-    nii train --data data/det-v1 --out detectors/nii-yolo11n-v2 --seed 0 --set-default
+    nii train --data datasets/det-v2 --out detectors/nii-yolo11n-v2 --seed 2026 --set-default
+
+Two machines (train on a lent GPU, package on the CPU box; see detectors/nii-yolo11n-v4/run.sh)::
+
+    nii train --data D --out W --weights-only --device 0 ...        # model.pt + train_info.json
+    nii train --data datasets/det-v2 --out detectors/M --from-weights W/model.pt
 """
 
 from __future__ import annotations

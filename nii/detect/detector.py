@@ -52,6 +52,7 @@ __all__ = [
     "RawDetections",
     "decode_outputs",
     "merge_tile_fragments",
+    "suppress_nested",
     "nms_class_aware",
     "resolve_model_dir",
     "tile_origins",
@@ -391,6 +392,33 @@ def _iou_1d(a0: np.ndarray, a1: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-6)
 
 
+#: A same-class box at least this much inside a higher-scoring one is a duplicate (see :func:`suppress_nested`).
+NESTED_CONTAIN = 0.85
+
+
+def suppress_nested(raw: RawDetections, *, contain: float = NESTED_CONTAIN) -> RawDetections:
+    """Drop a box that lies mostly inside a higher-scoring box of the same class.
+
+    IoU-based NMS keeps a small box nested in a large one when their IoU is below the NMS
+    threshold (a pile of scales reported as the pile and as its densest part): two flags for one
+    object. A box whose intersection with a higher-scoring same-class box covers at least
+    ``contain`` of its own area is removed. Vectorised; the kept boxes keep their order.
+    """
+    k = len(raw)
+    if k < 2:
+        return raw
+    if not 0.0 < contain <= 1.0:
+        raise InvalidParameterError(f"contain must be in (0, 1], got {contain}")
+    b = raw.boxes.astype(np.float64)
+    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-6)
+    _, _, inter = _pairwise_inter(b)
+    # j outranks i: higher score, ties broken by index
+    outranks = (raw.scores[None, :] > raw.scores[:, None]) | ((raw.scores[None, :] == raw.scores[:, None]) & (np.arange(k)[None, :] < np.arange(k)[:, None]))
+    inside = (inter / area[:, None] >= contain) & (raw.class_ids[:, None] == raw.class_ids[None, :]) & outranks
+    drop = inside.any(axis=1)
+    return raw.take(np.flatnonzero(~drop)) if drop.any() else raw
+
+
 def merge_tile_fragments(raw: RawDetections, *, contain: float = 0.7, extent_iou: float = 0.5) -> RawDetections:
     """Merge boxes of one object that different tiles reported separately.
 
@@ -634,7 +662,7 @@ class Detector:
         if merge:
             raw = merge_tile_fragments(raw)
             keep = nms_class_aware(raw.boxes, raw.scores, raw.class_ids, iou=self.config.nms_iou)
-            raw = raw.take(keep)
+            raw = suppress_nested(raw.take(keep))
         return raw
 
     # -- scan level ------------------------------------------------------------------------

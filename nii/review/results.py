@@ -185,6 +185,10 @@ def render_layer(maps: dict[str, np.ndarray | None], layer: str) -> np.ndarray:
     if color is None:
         color = render_pseudocolor(l_high, material) if material is not None else np.repeat(_grey(l_high)[..., None], 3, 2)
     if layer == "color":
+        if material is not None:
+            from ..materials import despeckle_display  # noqa: PLC0415
+
+            return despeckle_display(np.ascontiguousarray(color), material)
         return np.ascontiguousarray(color)
     if layer in ("high", "low"):
         g = _grey(l_high if layer == "high" else l_low)

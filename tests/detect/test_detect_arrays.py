@@ -105,3 +105,56 @@ def test_merge_keeps_distinct_objects():
     # different classes, or untruncated neighbours, or same tile: never merged
     raw = _raw([[60, 40, 160, 80], [100, 42, 260, 79], [300, 0, 320, 20], [310, 0, 330, 20]], [0.8, 0.6, 0.5, 0.4], [0, 1, 0, 0], [True, True, False, False], [0, 1, 2, 3])
     assert len(merge_tile_fragments(raw)) == 4
+
+
+def test_suppress_nested_drops_a_same_class_box_inside_a_stronger_one():
+    from nii.detect.detector import suppress_nested
+
+    raw = RawDetections(
+        np.array([[0, 0, 100, 100], [10, 10, 60, 60], [20, 20, 70, 70], [80, 80, 140, 140], [5, 5, 50, 50]], np.float32),
+        np.array([0.9, 0.8, 0.95, 0.7, 0.6], np.float32),
+        np.array([0, 0, 1, 0, 0]),
+        np.zeros(5, bool),
+        np.zeros(5, int),
+    )
+    out = suppress_nested(raw)
+    # box 1 (inside box 0, same class, weaker) and box 4 (inside box 0) go; box 2 is another
+    # class; box 3 overlaps box 0 by 1/9 of its area only
+    np.testing.assert_array_equal(out.boxes, raw.boxes[[0, 2, 3]])
+    np.testing.assert_array_equal(out.scores, raw.scores[[0, 2, 3]])
+    # a stronger box inside a weaker one stays: only the weaker of the two can be the duplicate
+    flip = RawDetections(raw.boxes[:2], np.array([0.5, 0.9], np.float32), raw.class_ids[:2], raw.truncated[:2], raw.tile[:2])
+    assert len(suppress_nested(flip)) == 2
+    assert len(suppress_nested(raw.take(np.array([0])))) == 1
+    with pytest.raises(InvalidParameterError, match="contain"):
+        suppress_nested(raw, contain=0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000))
+def test_suppress_nested_matches_a_greedy_python_loop(seed):
+    """Reference: walk boxes by decreasing score, drop one that is >= contain inside any
+    higher-ranked same-class box (kept or not: containment by a dropped box implies a duplicate)."""
+    from nii.detect.detector import suppress_nested
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(0, 12))
+    xy = rng.uniform(0, 100, (k, 2))
+    wh = rng.uniform(2, 60, (k, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    scores = np.round(rng.uniform(0, 1, k), 2).astype(np.float32)  # ties happen
+    cls = rng.integers(0, 2, k)
+    raw = RawDetections(boxes, scores, cls, np.zeros(k, bool), np.zeros(k, int))
+    keep = []
+    for i in range(k):
+        ai = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+        dup = False
+        for j in range(k):
+            if j == i or cls[j] != cls[i] or not (scores[j] > scores[i] or (scores[j] == scores[i] and j < i)):
+                continue
+            iw = max(0.0, min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]))
+            ih = max(0.0, min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]))
+            dup |= iw * ih / max(ai, 1e-6) >= 0.85
+        if not dup:
+            keep.append(i)
+    np.testing.assert_array_equal(suppress_nested(raw).boxes, boxes[keep])

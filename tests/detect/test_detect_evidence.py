@@ -114,3 +114,45 @@ def test_detection_validation_and_json():
         kw.update(bad)
         with pytest.raises(InvalidParameterError):
             Detection(**kw)
+
+
+def _reference_anomaly_cells(scan, cfg):
+    """Plain NumPy reference of the cue grid: per-pixel masks, cells of the real (partial) size,
+    the fraction per cell, the flag and each component's mean fraction."""
+    import cv2
+
+    from nii.detect.evidence import _cue_masks
+
+    _, h, w = scan.shape
+    dy, dx = scan.pixel_pitch_mm
+    fy, fx = max(1, round(cfg.grid_mm / dy)), max(1, round(cfg.grid_mm / dx))
+    _, bone, dense = _cue_masks(scan, (slice(None), slice(None)), cfg)
+    gh, gw = -(-h // fy), -(-w // fx)
+    out = {}
+    for name, mask in (("bone_like", bone), ("dense_organic", dense)):
+        pad = np.zeros((gh * fy, gw * fx), np.float64)
+        cnt = np.zeros_like(pad)
+        pad[:h, :w] = mask
+        cnt[:h, :w] = 1
+        count = pad.reshape(gh, fy, gw, fx).sum(axis=(1, 3))
+        cells = cnt.reshape(gh, fy, gw, fx).sum(axis=(1, 3))
+        frac = count / cells
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((frac >= cfg.min_fraction).astype(np.uint8), connectivity=8)
+        out[name] = {tuple(stats[k, :4]): np.bincount(labels.ravel(), weights=frac.ravel())[k] / stats[k, 4] for k in range(1, n)}
+    return out, fy, fx
+
+
+@pytest.mark.parametrize("shape", [(200, 300), (203, 301), (199, 298)])
+def test_anomaly_grid_matches_a_plain_reference_with_partial_cells(shape):
+    """Scans whose size is no multiple of the cell: the partial last row / column count by their real area."""
+    h, w = shape
+    s = _scan(h=h, w=w, blocks=[(20, 80, 20, 120, 13.5, 6.0), (h - 60, h, w - 110, w, 7.5, 25.0), (120, 150, 10, 60, 13.4, 9.0)])
+    cfg = AnomalyConfig()
+    ref, fy, fx = _reference_anomaly_cells(s, cfg)
+    an = material_anomalies(s, config=cfg)
+    assert an, "the blocks must be flagged"
+    for a in an:
+        x0, y0, x1, y1 = a.box_px
+        key = (int(x0) // fx, int(y0) // fy, -(-int(x1) // fx) - int(x0) // fx, -(-int(y1) // fy) - int(y0) // fy)
+        assert key in ref[a.class_name], (a.class_name, key, list(ref[a.class_name]))
+        assert a.confidence == pytest.approx(min(1.0, ref[a.class_name][key]), abs=1e-9)
