@@ -161,19 +161,26 @@ def annotated_image(result: Any, *, min_width: int = 800, processed_at: str | No
         img = cv2.resize(img, (w0 * scale, h0 * scale), interpolation=cv2.INTER_NEAREST)
     font, fs, th = cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1
     dets = _dets(result)
+    boxes = []
     for d in dets:
         x0, y0, x1, y1 = (int(round(float(v) * scale)) for v in d["box_px"])
         x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
         anomaly = d.get("origin") == "material_anomaly"
         color = ANOMALY_RGB if anomaly else class_color(d["class"])
         _outline(img, (x0, y0), (x1, y1), color, dashed=anomaly)
+        boxes.append((x0, y0, x1, y1, anomaly, color, d))
+    # labels after every outline, model detections first: each takes the first free place of
+    # above the box / inside its top edge / below it / inside its bottom edge, so that no label
+    # hides another (falls back to the first place when all are taken)
+    placed: list[tuple[int, int, int, int]] = []
+    H, W = img.shape[:2]
+    for x0, y0, x1, y1, anomaly, color, d in sorted(boxes, key=lambda b: b[4]):
         label = f"{'anomaly: ' if anomaly else ''}{d['class']} {float(d['confidence']):.2f}"
         (tw, tht), base = cv2.getTextSize(label, font, fs, th)
-        bh = tht + base + 4
-        # label above the box, or inside its top edge when there is no room
-        ly0 = y0 - bh if y0 - bh >= 0 else min(y0 + 2, img.shape[0] - bh)
-        lx0 = min(max(x0, 0), max(img.shape[1] - tw - 6, 0))
-        cv2.rectangle(img, (lx0, ly0), (lx0 + tw + 6, ly0 + bh), color, -1)
+        bh, bw = tht + base + 4, tw + 6
+        lx0, ly0 = _label_spot((x0, y0, x1, y1), (bw, bh), placed, (H, W))
+        placed.append((lx0, ly0, lx0 + bw, ly0 + bh))
+        cv2.rectangle(img, (lx0, ly0), (lx0 + bw, ly0 + bh), color, -1)
         cv2.putText(img, label, (lx0 + 3, ly0 + tht + 2), font, fs, (0, 0, 0), th, cv2.LINE_AA)
     header = np.full((48, img.shape[1], 3), 28, np.uint8)
     when = scan.acquired_at or processed_at or _now()
@@ -181,6 +188,19 @@ def annotated_image(result: Any, *, min_width: int = 800, processed_at: str | No
     cv2.putText(header, line1, (8, 19), font, 0.55, (235, 235, 235), 1, cv2.LINE_AA)
     cv2.putText(header, _summary_text(result, dets), (8, 40), font, 0.6, (255, 70, 70) if count_alarms(dets) else (90, 220, 90), 2 if count_alarms(dets) else 1, cv2.LINE_AA)
     return np.vstack([header, img])
+
+
+def _label_spot(box: tuple[int, int, int, int], size: tuple[int, int], placed: Sequence[tuple[int, int, int, int]], hw: tuple[int, int]) -> tuple[int, int]:
+    """Top-left corner of a ``size = (w, h)`` label for ``box`` (x0, y0, x1, y1): the first of above
+    the box / inside its top edge / below it / inside its bottom edge that lies in the image and
+    overlaps no rectangle of ``placed``; the first in the image when every one is taken."""
+    x0, y0, x1, y1 = box
+    bw, bh = size
+    H, W = hw
+    lx0 = min(max(x0, 0), max(W - bw, 0))
+    spots = [y for y in (y0 - bh, y0 + 2, y1 + 2, y1 - bh - 2) if 0 <= y <= H - bh] or [min(max(y0, 0), max(H - bh, 0))]
+    free = [y for y in spots if not any(lx0 < px1 and px0 < lx0 + bw and y < py1 and py0 < y + bh for px0, py0, px1, py1 in placed)]
+    return lx0, (free or spots)[0]
 
 
 def _outline(img: np.ndarray, p0, p1, color, *, dashed: bool, width: int = 2) -> None:
