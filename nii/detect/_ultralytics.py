@@ -278,6 +278,9 @@ def train(
             yolo = YOLO(str(init_weights), task="detect")
             if int(yolo.model.nc) != int(nc):
                 raise ModelError(f"initial weights have {yolo.model.nc} classes, the dataset {nc}", path=init_weights)
+            # Ultralytics' trainer rebuilds the network from the checkpoint's yaml and drops its
+            # weights when `pretrained` is False: name the weights explicitly instead
+            args["pretrained"] = str(Path(init_weights).resolve())
         else:
             yolo = YOLO(str(yaml_path), task="detect")
         if not _has_polars():
