@@ -14,8 +14,8 @@
 # Needs python3 with torch/torchvision and nii's runtime deps; ultralytics (+ ultralytics-thop,
 # ultralytics-platform; polars is optional) importable. Writes $OUTW/model.pt, train_info.json,
 # train_log.csv. BUDGET_S caps the whole script: training gets what the dataset build leaves.
-# INIT/OPT/LR0/WARMUP/MOSAIC/CLOSE configure a continuation run (see detectors/README.md: the one
-# tried, AdamW at lr0 5e-4 from v4's weights, lost ground and was not kept).
+# INIT/OPT/LR0/WARMUP/MOSAIC/CLOSE configure a continuation run from earlier weights (see
+# detectors/README.md for the one tried on the GPU).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}

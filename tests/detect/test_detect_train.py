@@ -127,3 +127,30 @@ def test_two_stage_training_weights_only_then_package(ul, tmp_path):
     assert info2["ultralytics_args"]["mosaic"] == 0.0
     out2 = train_model(data, tmp_path / "m2", recipe=Recipe(), from_weights=cont / "model.pt")
     assert "It continued from `model.pt`" in (out2 / "MODEL_CARD.md").read_text()
+
+
+def test_continued_training_starts_from_the_given_weights(ul, tmp_path):
+    """At a vanishing learning rate a continued run must end where it started (from scratch it
+    would be a fresh random network: Ultralytics drops the weights unless told to keep them)."""
+    import dataclasses
+
+    import torch
+
+    from nii.dataset.synthetic import build_synthetic_dataset
+    from nii.detect.training import Recipe, train_model
+
+    data = build_synthetic_dataset(tmp_path / "data", size=64, n_train=8, n_val=6, n_test=6, seed=1)
+    recipe = Recipe(model="yolo11-pico", imgsz=64, epochs=1, batch=4, time_hours=None, workers=0, close_mosaic=0, seed=3)
+    w = train_model(data, tmp_path / "w", recipe=recipe, work_dir=tmp_path / "work", weights_only=True)
+    # another seed: a from-scratch network would not even start from the same random weights
+    cont = dataclasses.replace(recipe, seed=11, init_weights=str(w / "model.pt"), optimizer="SGD", lr0=1e-9, warmup_epochs=0.0)
+    w2 = train_model(data, tmp_path / "w2", recipe=cont, work_dir=tmp_path / "work2", weights_only=True)
+
+    def convs(pt):
+        sd = torch.load(pt, map_location="cpu", weights_only=False)["model"].float().state_dict()
+        return {k: v for k, v in sd.items() if k.endswith(".conv.weight")}
+
+    a, b = convs(w / "model.pt"), convs(w2 / "model.pt")
+    assert a.keys() == b.keys() and len(a) > 5
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)
