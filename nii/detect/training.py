@@ -301,8 +301,11 @@ def write_model_card(folder: Path, *, config: Any, recipe: Recipe, manifest: dic
           "- Pseudo-colour screenshots carry only 3 material classes and an assumed pitch; greyscale carries no material information.",
           "- Ivory and bone/PVC/aluminium have the same Zeff: shape is the only cue; pangolin scales and rhino horn are organic like food.",
           "- The material-anomaly cue is reported separately (`origin = material_anomaly`) and is not part of these metrics.",
-          "- Latency: ~20 ms per 320-px tile (onnxruntime, 2 cores); a 2000 x 8000 container scan at this pitch is ~180 tiles, "
-          "several seconds (see detectors/README.md).", ""]
+          "- Evidence is measured on the projection: in clutter every ray also crosses what lies above and below the object. "
+          "A tusk packed among clothes reads a box median Zeff of ~7 and a 90th percentile of ~11 (sample scan 01_luggage_tusk), "
+          "so the box statistics cannot confirm or veto a flag on their own.",
+          "- Latency depends on the machine: measure it with `nii bench detect --model <this folder>`; the figures "
+          "measured on 2 CPU cores are in detectors/README.md.", ""]
     return atomic_write_text(folder / "MODEL_CARD.md", "\n".join(L))
 
 
