@@ -272,7 +272,7 @@ def write_model_card(folder: Path, *, config: Any, recipe: Recipe, manifest: dic
     init = train_info.get("init")
     while init:
         L.append(f"It continued from `{Path(init.get('weights', '?')).name}` (sha256 {str(init.get('sha256', '?'))[:12]}…), which had run "
-                 f"{init.get('epochs_run', '?')} epochs in {init.get('train_seconds', 0) / 60:.1f} min on {init.get('device', '?')} "
+                 f"{init.get('epochs_run', '?')} epochs in {init.get('train_seconds', 0) / 60:.1f} min on {_device_name(init.get('device', '?'))} "
                  f"({init.get('n_train_images', '?')} training tiles; recipe `{json.dumps(init.get('recipe', {}))}`).")
         init = init.get("init")
     L.append("")
