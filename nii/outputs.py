@@ -93,12 +93,13 @@ def output_stem(result: Any, used: set[str] | None = None) -> str:
 
 
 def _display_rgb(scan) -> np.ndarray:
+    """The operator picture of ``scan`` as a new, writable RGB uint8 array."""
     if scan.color is not None:
         if scan.material is not None and not scan.rendered:
             from .materials import despeckle_display  # noqa: PLC0415
 
-            return despeckle_display(np.asarray(scan.color), scan.material)
-        return np.asarray(scan.color)
+            return despeckle_display(np.asarray(scan.color, dtype=np.uint8), scan.material)
+        return np.array(scan.color, dtype=np.uint8, copy=True)
     # no colour map (e.g. normaliser unavailable): grey from the highest energy, display law of nii.materials
     from .materials import DISPLAY_GAMMA  # noqa: PLC0415
 
@@ -154,7 +155,7 @@ def annotated_image(result: Any, *, min_width: int = 800, processed_at: str | No
     if min_width < 1:
         raise InvalidParameterError(f"min_width must be >= 1, got {min_width}")
     scan = result.scan
-    img = np.array(_display_rgb(scan), dtype=np.uint8, copy=True)  # never draw on the frozen scan
+    img = _display_rgb(scan)  # a new array: never draw on the frozen scan
     h0, w0 = img.shape[:2]
     scale = max(1, int(np.ceil(min_width / w0)))
     if scale > 1:

@@ -403,7 +403,7 @@ def train_model(
         out.mkdir(parents=True, exist_ok=True)
         if weights.resolve() != (out / "model.pt").resolve():
             shutil.copyfile(weights, out / "model.pt")
-        say(f"packaging weights trained on {info.get('device', '?')} ({info.get('epochs_run', '?')} epochs); exporting")
+        say(f"packaging weights trained on {_device_name(info.get('device', '?'))} ({info.get('epochs_run', '?')} epochs); exporting")
     if int(manifest.get("tile_size", recipe.imgsz)) != recipe.imgsz:
         raise InvalidParameterError(f"recipe imgsz {recipe.imgsz} differs from the dataset tile size {manifest.get('tile_size')}")
     if from_weights is None:
