@@ -33,11 +33,12 @@ LR0=${LR0:-}
 WARMUP=${WARMUP:-3}
 MOSAIC=${MOSAIC:-0.5}
 CLOSE=${CLOSE:-5}
+FIRST=${FIRST:-0}         # first training scene: FIRST=6000 N_TRAIN=6000 gives 6,000 scenes v4 never saw
 MARGIN_S=${MARGIN_S:-50}
 t0=$(date +%s)
 
 # one numba/OpenMP thread per builder process: the parallelism is across processes
-NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 "$PY" -m nii -v dataset build --out "$DATA" --seed 2026 --n-train "$N_TRAIN" --n-val 24 --n-test 0 \
+NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 "$PY" -m nii -v dataset build --out "$DATA" --seed 2026 --n-train "$N_TRAIN" --train-first-index "$FIRST" --n-val 24 --n-test 0 \
     --pitch-mm 3.0 --tile 320 --overlap 64 --held-out timber --kinds 0.7,0.15,0.15 \
     --train-targets 1,3 --target-crops 1 --workers "$WORKERS"
 

@@ -49,6 +49,9 @@ def register(subparsers) -> None:
     b = sub.add_parser("build", help="build a simulated dataset", description="Build a simulated dataset (see nii.dataset.builder).")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--n-train", type=_nonneg_int, default=1200, help="training scenes (default 1200)")
+    b.add_argument("--train-first-index", type=_nonneg_int, default=0,
+                   help="index of the first training scene (default 0): a build starting where an earlier one ended "
+                   "holds new training scenes; validation and test scenes do not change")
     b.add_argument("--n-val", type=_nonneg_int, default=400, help="validation scenes (default 400)")
     b.add_argument("--n-test", type=_nonneg_int, default=400, help="test scenes (default 400)")
     b.add_argument("--seed", type=_nonneg_int, default=0, help="base seed (splits get disjoint scene seeds)")
@@ -120,6 +123,7 @@ def _build(args) -> int:
         raise InvalidParameterError("--kinds needs 3 weights: dual_energy,pseudocolor,greyscale")
     cfg = BuildConfig(
         n_train=args.n_train,
+        train_first_index=args.train_first_index,
         n_val=args.n_val,
         n_test=args.n_test,
         seed=args.seed,

@@ -68,6 +68,10 @@ class BuildConfig:
     ----------
     n_train, n_val, n_test : int
         Scenes per split.
+    train_first_index : int
+        Index of the first training scene (scenes ``train_first_index ..
+        train_first_index + n_train - 1``): a later build with a higher start adds *new* training
+        scenes to an earlier one's; the validation and test scenes do not depend on it.
     seed : int
     pitch_mm : float
         Detector pitch (mm).
@@ -107,6 +111,7 @@ class BuildConfig:
     n_train: int = 1200
     n_val: int = 400
     n_test: int = 400
+    train_first_index: int = 0
     seed: int = 0
     pitch_mm: float = 3.0
     tile_size: int = 320
@@ -126,7 +131,7 @@ class BuildConfig:
     workers: int = 1
 
     def __post_init__(self) -> None:
-        for k in ("n_train", "n_val", "n_test"):
+        for k in ("n_train", "n_val", "n_test", "train_first_index"):
             if int(getattr(self, k)) < 0:
                 raise InvalidParameterError(f"{k} must be >= 0, got {getattr(self, k)}")
         if not (self.pitch_mm > 0):
@@ -509,7 +514,8 @@ def build_dataset(
     counts: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
     for split, n in (("train", config.n_train), ("val", config.n_val), ("test", config.n_test)):
-        jobs = [(config, split, i, str(root)) for i in range(n)]
+        first = int(config.train_first_index) if split == "train" else 0
+        jobs = [(config, split, first + i, str(root)) for i in range(n)]
         recs: list[dict[str, Any]] = []
         if config.workers > 1 and n > 1:
             with ProcessPoolExecutor(max_workers=config.workers) as ex:
