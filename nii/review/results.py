@@ -184,11 +184,12 @@ def render_layer(maps: dict[str, np.ndarray | None], layer: str) -> np.ndarray:
     color = maps.get("color")
     if color is None:
         color = render_pseudocolor(l_high, material) if material is not None else np.repeat(_grey(l_high)[..., None], 3, 2)
-    if layer == "color":
-        if material is not None:
-            from ..materials import despeckle_display  # noqa: PLC0415
+    if material is not None and layer in ("color", "organic", "metal"):
+        # the operator picture: isolated air speckle shown as air, in every layer that shows colour
+        from ..materials import despeckle_display  # noqa: PLC0415
 
-            return despeckle_display(np.ascontiguousarray(color), material)
+        color = despeckle_display(np.asarray(color, dtype=np.uint8), material)
+    if layer == "color":
         return np.ascontiguousarray(color)
     if layer in ("high", "low"):
         g = _grey(l_high if layer == "high" else l_low)
