@@ -56,8 +56,41 @@ def test_detects_an_object(demo_detector, make_object):
 
 
 def test_empty_image_has_no_confident_detection(demo_detector):
-    raw = demo_detector.infer_image(np.zeros((200, 300, 3), np.uint8), conf=0.25)
+    raw = demo_detector.infer_image(np.zeros((200, 300, 3), np.uint8), conf=0.25, skip_air=False)
     assert len(raw) == 0
+    raw = demo_detector.infer_image(np.zeros((200, 300, 3), np.uint8), skip_air=False)  # at min_conf
+    assert len(raw) == 0
+
+
+def test_air_tiles_are_skipped_without_changing_the_candidates(demo_detector, make_object, monkeypatch):
+    from nii.detect.detector import AIR_LEVEL, live_tiles
+
+    # one object in the corner of a wide, otherwise empty (air) image: most tiles are air
+    img, truth, _ = make_object(128, "ivory_worked", at=(30, 40), seed=3)
+    wide = np.zeros((300, 900, 3), np.uint8)
+    wide[:128, :128] = img
+    wide[250, 700, 2] = AIR_LEVEL + 1  # one faint pixel keeps its tiles live
+    tiles, _ = demo_detector._tiles(wide)
+    live = live_tiles(tiles)
+    ref = tiles.reshape(len(tiles), -1).astype(int).max(axis=1) > AIR_LEVEL
+    np.testing.assert_array_equal(live, ref)
+    assert 0 < live.sum() < len(tiles) // 2
+    seen = []
+    backend = demo_detector.backend
+    monkeypatch.setattr(demo_detector, "backend", lambda b: seen.append(len(b)) or backend(b))
+    a = demo_detector.infer_image(wide)
+    assert sum(seen) == live.sum()
+    b = demo_detector.infer_image(wide, skip_air=False)
+    assert sum(seen) == live.sum() + len(tiles)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    np.testing.assert_array_equal(a.class_ids, b.class_ids)
+    assert len(a) > 0
+    # an all-air image: no model run at all, and the model itself finds nothing there
+    seen.clear()
+    assert len(demo_detector.infer_image(np.zeros((200, 300, 3), np.uint8))) == 0 and not seen
+    with pytest.raises(InvalidDataError, match="tiles must be"):
+        live_tiles(np.zeros((4, 4, 3), np.uint8))
 
 
 def test_object_on_a_tile_seam_is_reported_once(demo_detector, make_object):
