@@ -14,8 +14,9 @@
 # Needs python3 with torch/torchvision and nii's runtime deps; ultralytics (+ ultralytics-thop,
 # ultralytics-platform; polars is optional) importable. Writes $OUTW/model.pt, train_info.json,
 # train_log.csv. BUDGET_S caps the whole script: training gets what the dataset build leaves.
-# INIT/OPT/LR0/WARMUP/MOSAIC/CLOSE configure a continuation run from earlier weights (see
-# detectors/README.md for the one tried on the GPU).
+# INIT/OPT/LR0/WARMUP/MOSAIC/CLOSE/FIRST configure a continuation run from earlier weights on new
+# scenes (nii-yolo11n-v6's stage two: see its run.sh). EPOCHS replaces the time cap by a fixed
+# epoch count, for a reproduction on hardware of another speed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
@@ -33,6 +34,7 @@ LR0=${LR0:-}
 WARMUP=${WARMUP:-3}
 MOSAIC=${MOSAIC:-0.5}
 CLOSE=${CLOSE:-5}
+EPOCHS=${EPOCHS:-}        # set: train exactly this many epochs, ignoring BUDGET_S (reproduction on other hardware)
 FIRST=${FIRST:-0}         # first training scene: FIRST=6000 N_TRAIN=6000 gives 6,000 scenes v4 never saw
 MARGIN_S=${MARGIN_S:-50}
 t0=$(date +%s)
@@ -42,13 +44,20 @@ NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 "$PY" -m nii -v dataset build --out "$DATA
     --pitch-mm 3.0 --tile 320 --overlap 64 --held-out timber --kinds 0.7,0.15,0.15 \
     --train-targets 1,3 --target-crops 1 --workers "$WORKERS"
 
-left=$(( BUDGET_S - ($(date +%s) - t0) - MARGIN_S ))
-if (( left < 60 )); then echo "dataset build left only ${left}s for training" >&2; exit 3; fi
-hours=$("$PY" -c "print(round($left / 3600, 4))")
-echo "dataset built in $(( $(date +%s) - t0 )) s; training for ${hours} h" >&2
+if [ -n "$EPOCHS" ]; then
+    # a fixed epoch count (same learning-rate schedule on any hardware) instead of the time cap
+    limit=(--epochs "$EPOCHS" --time-hours 0)
+    echo "dataset built in $(( $(date +%s) - t0 )) s; training for $EPOCHS epochs" >&2
+else
+    left=$(( BUDGET_S - ($(date +%s) - t0) - MARGIN_S ))
+    if (( left < 60 )); then echo "dataset build left only ${left}s for training" >&2; exit 3; fi
+    hours=$("$PY" -c "print(round($left / 3600, 4))")
+    limit=(--epochs 300 --time-hours "$hours")
+    echo "dataset built in $(( $(date +%s) - t0 )) s; training for ${hours} h" >&2
+fi
 
 "$PY" -m nii -v train --data "$DATA" --out "$OUTW" --weights-only --model yolo11n --imgsz 320 \
-    --epochs 300 --batch "$BATCH" --seed 2026 --time-hours "$hours" --workers $(( WORKERS > 2 ? WORKERS - 2 : WORKERS )) \
+    "${limit[@]}" --batch "$BATCH" --seed 2026 --workers $(( WORKERS > 2 ? WORKERS - 2 : WORKERS )) \
     --device "$DEVICE" --close-mosaic "$CLOSE" --mosaic "$MOSAIC" --optimizer "$OPT" ${LR0:+--lr0 "$LR0"} \
     --warmup-epochs "$WARMUP" ${INIT:+--init-weights "$INIT"} --work-dir "runs/nii-yolo11n-v4"
 echo "total $(( $(date +%s) - t0 )) s" >&2
