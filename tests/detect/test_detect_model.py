@@ -32,6 +32,21 @@ def test_load_requires_sha256sums(demo_dir, tmp_path):
         Detector.load(d)
 
 
+def test_every_committed_model_folder_verifies(demo_dir):
+    """Each folder under detectors/ matches its SHA256SUMS (a file edited without rewriting the sums
+    would make Detector.load refuse it), lists its model files, and DEFAULT names one of them."""
+    from nii.detect.detector import verify_model_folder
+
+    root = demo_dir.parent
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert demo_dir in folders
+    for folder in folders:
+        listed = verify_model_folder(folder)
+        assert {"model.onnx", "config.json", "thresholds.json", "MODEL_CARD.md"} <= set(listed), folder.name
+    default = (root / "DEFAULT").read_text().strip()
+    assert default in {f.name for f in folders}
+
+
 def test_default_model_resolution(demo_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("NII_DETECTORS_DIR", str(tmp_path))
     with pytest.raises(ModelError, match="no default detector model"):
