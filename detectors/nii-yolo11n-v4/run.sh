@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Full reproduction of nii-yolo11n-v4 (nii's default detector), in three steps.
+# Full reproduction of nii-yolo11n-v4 (the default until 2026-11-26; now stage one of nii-yolo11n-v6), in three steps.
 #
 # 1. Training (train_gpu.sh): 6,000 simulated scenes, yolo11n from scratch, 13 epochs. On a GPU
 #    machine ~8 min; on 2 CPU cores ~30 min dataset + ~2.2 h training (DEVICE=cpu WORKERS=2
@@ -24,7 +24,7 @@ OUT=${OUT:-detectors/nii-yolo11n-v4}
     --pitch-mm 3.0 --tile 320 --overlap 64 --held-out timber --kinds 0.7,0.15,0.15 \
     --train-targets 1,3 --target-crops 1 --workers 2
 
-"$NII" -v train --data "$DATA" --out "$OUT" --from-weights "$WEIGHTS/model.pt" --set-default
+"$NII" -v train --data "$DATA" --out "$OUT" --from-weights "$WEIGHTS/model.pt"
 
 rm -rf "$OUT-int8"
 "$NII" -v quantize "$OUT" --data "$DATA" --out "$OUT-int8" --n-calibration 200 --seed 2026
