@@ -2,7 +2,7 @@
 
 Example::
 
-    nii quantize detectors/nii-yolo11n-v4 --data datasets/det-v2 --out detectors/nii-yolo11n-v4-int8
+    nii quantize detectors/nii-yolo11n-v6 --data datasets/det-v2d --out detectors/nii-yolo11n-v6-int8
 """
 
 from __future__ import annotations
