@@ -55,13 +55,19 @@ def _handle(args) -> int:
     from rich.table import Table
 
     con = stdout_console()
+    def with_ci(d: dict, key: str) -> str:
+        ci = d.get(key + "_ci95")
+        return str(d.get(key)) + (f" [{ci[0]}, {ci[1]}]" if ci else "")
+
     t = Table(title=f"{det.config.name or det.folder.name} on {args.data}: {metrics['n_images']} images, "
-              f"{metrics['n_negative_images']} negative, far_images {metrics.get('far_images')}")
+              f"{metrics['n_negative_images']} negative, far_images {with_ci(metrics, 'far_images')}")
     for col in ("class", "objects", "Pd@op", "Pd@1%FAR", "Pd@5%FAR", "AP50", "AP50-95"):
         t.add_column(col)
     for c, d in metrics["classes"].items():
-        t.add_row(c, str(d["n_objects"]), *(str(d.get(k)) for k in ("pd_at_operating_point", "pd_at_far_1pct", "pd_at_far_5pct", "ap50", "ap50_95")))
+        t.add_row(c, str(d["n_objects"]), with_ci(d, "pd_at_operating_point"), with_ci(d, "pd_at_far_1pct"),
+                  *(str(d.get(k)) for k in ("pd_at_far_5pct", "ap50", "ap50_95")))
     con.print(t)
+    con.print("in brackets: 95 % Wilson intervals (objects taken as independent)")
     for key in ("by_input_kind", "by_scenario_family"):
         for g, m in metrics.get(key, {}).items():
             pds = ", ".join(f"{c} {d.get('pd_at_operating_point')}" for c, d in m["classes"].items())

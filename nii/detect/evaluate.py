@@ -16,6 +16,11 @@ Definitions (also in the model card):
 * **AP50**, **AP50-95**: COCO average precision (pycocotools, the ``train`` extra); None when
   pycocotools is not installed.
 * **FROC**: Pd versus the mean number of false-positive boxes per image.
+* ``*_ci95``: 95 % Wilson score intervals ``[lo, hi]`` of a Pd (over the class's objects) or of
+  ``far_images`` (over the negative images), so that a reader sees what the split can resolve.
+  They treat objects as independent and a threshold as fixed: they understate the spread where
+  one scan holds several objects, and for ``pd_at_far_*`` they omit the spread of the threshold
+  taken on the same negatives.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "box_iou",
     "collect",
     "evaluate_records",
+    "wilson_interval",
     "write_plots",
 ]
 
@@ -49,6 +55,26 @@ logger = logging.getLogger(__name__)
 
 IOU_PD = 0.3
 _FAR_POINTS = {"pd_at_far_1pct": 0.01, "pd_at_far_5pct": 0.05}
+
+
+def wilson_interval(k: int, n: int, *, z: float = 1.959964) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion ``k / n`` (95 % for the default ``z``); None if ``n == 0``."""
+    k, n = int(k), int(n)
+    if n < 0 or not 0 <= k <= n:
+        raise InvalidParameterError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return None
+    p = k / n
+    den = 1.0 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def _ci(hits: np.ndarray) -> list[float] | None:
+    """95 % Wilson interval of the mean of a boolean array, rounded, as a JSON-ready list."""
+    iv = wilson_interval(int(np.count_nonzero(hits)), int(hits.size))
+    return None if iv is None else [_r(iv[0]), _r(iv[1])]
 
 
 @dataclass(frozen=True, eq=False)
@@ -293,16 +319,18 @@ def evaluate_records(
         d: dict[str, Any] = {"n_objects": int(s.size)}
         for key, far in _FAR_POINTS.items():
             if neg_max.shape[0] == 0 or s.size == 0:
-                d[key] = None
+                d[key] = d[key + "_ci95"] = None
                 d[key.replace("pd_", "threshold_")] = None
                 continue
             t = threshold_for_far(neg_max[:, c], far, floor=1e-6)
             d[key] = _r(float(np.mean(s >= t)))
+            d[key + "_ci95"] = _ci(s >= t)
             d[key.replace("pd_", "threshold_")] = _r(t, 5)
         if thresholds is not None:
             t = float(thresholds[c])
             d["threshold"] = _r(t, 5)
             d["pd_at_operating_point"] = _r(float(np.mean(s >= t))) if s.size else None
+            d["pd_at_operating_point_ci95"] = _ci(s >= t)
             d["far_images_class"] = _r(float(np.mean(neg_max[:, c] >= t))) if neg_max.shape[0] else None
         d["ap50"] = _r(coco[0][c]) if coco else None
         d["ap50_95"] = _r(coco[1][c]) if coco else None
@@ -317,7 +345,9 @@ def evaluate_records(
     }
     if thresholds is not None:
         thr = np.asarray(thresholds, np.float32)
-        out["far_images"] = _r(float(np.mean(np.any(neg_max >= thr[None, :], axis=1)))) if neg_max.shape[0] else None
+        alarms = np.any(neg_max >= thr[None, :], axis=1)
+        out["far_images"] = _r(float(np.mean(alarms))) if neg_max.shape[0] else None
+        out["far_images_ci95"] = _ci(alarms)
         out["thresholds"] = {n: _r(float(t), 5) for n, t in zip(classes, thr)}
         if all_s.size:
             out["pd_at_operating_point_all"] = _r(float(np.mean(all_s >= thr[all_c])))

@@ -215,8 +215,10 @@ def quantize_model(
     return out
 
 
-def _pct(v: Any) -> str:
-    return "–" if v is None else f"{100 * float(v):.1f} %"
+def _pct(v: Any, ci: Any = None) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * float(v):.1f} %" + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if ci else "")
 
 
 def _write_card(folder: Path, *, cfg: Any, src_cfg: Any, thresholds: Any, metrics: dict[str, Any] | None,
@@ -238,12 +240,13 @@ def _write_card(folder: Path, *, cfg: Any, src_cfg: Any, thresholds: Any, metric
     L.append("")
     if metrics:
         L += ["## Test metrics against the float32 source (same test scans)", "",
-              f"far_images at the operating point: int8 {_pct(metrics.get('far_images'))}, float32 "
-              f"{_pct((src_metrics or {}).get('far_images'))}.", "",
+              f"far_images at the operating point: int8 {_pct(metrics.get('far_images'), metrics.get('far_images_ci95'))}, float32 "
+              f"{_pct((src_metrics or {}).get('far_images'))}. In brackets: 95 % Wilson intervals.", "",
               "| class | Pd @ 1 % FAR int8 | float32 | AP50 int8 | float32 |", "|---|---|---|---|---|"]
         for c, d in metrics["classes"].items():
             s = ((src_metrics or {}).get("classes") or {}).get(c, {})
-            L.append(f"| {c} | {_pct(d.get('pd_at_far_1pct'))} | {_pct(s.get('pd_at_far_1pct'))} | {_pct(d.get('ap50'))} | {_pct(s.get('ap50'))} |")
+            L.append(f"| {c} | {_pct(d.get('pd_at_far_1pct'), d.get('pd_at_far_1pct_ci95'))} | {_pct(s.get('pd_at_far_1pct'))} "
+                     f"| {_pct(d.get('ap50'))} | {_pct(s.get('ap50'))} |")
         L += ["", "See `metrics.json`, `pr_curve.png`, `confusion_matrix.png`.", ""]
     L += ["## Limits", "",
           "- Everything in the source model's card applies.",

@@ -242,8 +242,13 @@ def _device_name(device: Any) -> str:
     return f"CUDA GPU {d}" if d.replace(",", "").isdigit() else d
 
 
-def _fmt(v: Any) -> str:
-    return "–" if v is None else (f"{100 * v:.1f} %" if isinstance(v, float) else str(v))
+def _fmt(v: Any, ci: Any = None) -> str:
+    """A metric as a percentage, with its 95 % interval when given (``43.0 % (36.7–49.6)``)."""
+    if v is None:
+        return "–"
+    if not isinstance(v, float):
+        return str(v)
+    return f"{100 * v:.1f} %" + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if ci else "")
 
 
 def write_model_card(folder: Path, *, config: Any, recipe: Recipe, manifest: dict[str, Any], thresholds: Any, metrics: dict[str, Any] | None, train_info: dict[str, Any]) -> Path:
@@ -283,10 +288,13 @@ def write_model_card(folder: Path, *, config: Any, recipe: Recipe, manifest: dic
     L.append("")
     if metrics:
         L += ["## Test metrics (held-out seeds" + (" and scenario families)" if manifest.get("held_out_families") else ")"), "",
-              f"{metrics['n_images']} scans, {metrics['n_negative_images']} negative; far_images at the operating point: {_fmt(metrics.get('far_images'))}.", "",
+              f"{metrics['n_images']} scans, {metrics['n_negative_images']} negative; far_images at the operating point: "
+              f"{_fmt(metrics.get('far_images'), metrics.get('far_images_ci95'))}. In brackets: 95 % Wilson intervals.", "",
               "| class | objects | Pd @ op. point | Pd @ 1 % FAR | Pd @ 5 % FAR | AP50 | AP50-95 |", "|---|---|---|---|---|---|---|"]
         for c, d in metrics["classes"].items():
-            L.append(f"| {c} | {d['n_objects']} | {_fmt(d.get('pd_at_operating_point'))} | {_fmt(d.get('pd_at_far_1pct'))} | {_fmt(d.get('pd_at_far_5pct'))} | {_fmt(d.get('ap50'))} | {_fmt(d.get('ap50_95'))} |")
+            L.append(f"| {c} | {d['n_objects']} | {_fmt(d.get('pd_at_operating_point'), d.get('pd_at_operating_point_ci95'))} "
+                     f"| {_fmt(d.get('pd_at_far_1pct'), d.get('pd_at_far_1pct_ci95'))} | {_fmt(d.get('pd_at_far_5pct'))} "
+                     f"| {_fmt(d.get('ap50'))} | {_fmt(d.get('ap50_95'))} |")
         for key in ("by_input_kind", "by_scenario_family"):
             if key in metrics:
                 L += ["", f"### {key.replace('_', ' ')}", "", "| group | images | far_images | " + " | ".join(f"Pd {c}" for c in config.classes) + " |",

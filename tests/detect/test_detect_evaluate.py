@@ -7,11 +7,14 @@ import json
 import numpy as np
 import pytest
 
+from nii.errors import InvalidParameterError
+
 from nii.detect.evaluate import (
     ImageRecord,
     best_match_scores,
     box_iou,
     evaluate_records,
+    wilson_interval,
     write_plots,
 )
 
@@ -70,6 +73,32 @@ def test_metrics_of_a_known_case():
     assert set(m["by_input_kind"]) == {"dual_energy", "pseudocolor"}
     assert m["by_scenario_family"]["negative"]["n_images"] == 100
     assert c["froc"] and all(0 <= p["pd"] <= 1 for p in c["froc"])
+
+
+def test_wilson_interval_against_known_values():
+    # textbook values (Newcombe 1998, method 3): 81/263 -> 0.2553-0.3662; 0/10 -> 0-0.2775; 10/10 -> 0.7225-1
+    np.testing.assert_allclose(wilson_interval(81, 263), (0.2553, 0.3662), atol=1e-4)
+    np.testing.assert_allclose(wilson_interval(0, 10), (0.0, 0.2775), atol=1e-4)
+    np.testing.assert_allclose(wilson_interval(10, 10), (0.7225, 1.0), atol=1e-4)
+    assert wilson_interval(0, 0) is None
+    lo, hi = wilson_interval(43, 100)
+    assert lo < 0.43 < hi and hi - lo == pytest.approx(0.19, abs=0.005)
+    with pytest.raises(InvalidParameterError):
+        wilson_interval(5, 4)
+
+
+def test_metrics_carry_wilson_intervals():
+    m = evaluate_records(_dataset(), CLASSES, thresholds=np.array([0.5, 0.5]))
+    c = m["classes"]["ivory"]
+    # 5 of 5 objects found; 1 of 100 negatives alarmed
+    np.testing.assert_allclose(c["pd_at_operating_point_ci95"], wilson_interval(5, 5), atol=1e-4)
+    np.testing.assert_allclose(c["pd_at_far_1pct_ci95"], wilson_interval(5, 5), atol=1e-4)
+    np.testing.assert_allclose(m["far_images_ci95"], wilson_interval(1, 100), atol=1e-4)
+    assert m["far_images_ci95"][0] < m["far_images"] < m["far_images_ci95"][1]
+    # a class without objects has no Pd and no interval
+    m = evaluate_records([r for r in _dataset() if not (r.gt_class_ids == 1).any()], CLASSES, thresholds=np.array([0.5, 0.5]))
+    assert m["classes"]["pangolin_scales"]["pd_at_far_1pct"] is None
+    assert m["classes"]["pangolin_scales"]["pd_at_far_1pct_ci95"] is None
 
 
 def test_pd_drops_when_far_budget_is_spent():

@@ -26,6 +26,8 @@ def test_quantize_model_folder(demo_dir, demo_detector, tiny_data, tmp_path, mak
     for f in ("model.onnx", "config.json", "thresholds.json", "metrics.json", "MODEL_CARD.md", "SHA256SUMS", "quantize_info.json"):
         assert (out / f).is_file(), f
     assert not (out / "model.pt").exists()
+    assert "95 % Wilson intervals" in (out / "MODEL_CARD.md").read_text()
+    assert json.loads((out / "metrics.json").read_text())["far_images_ci95"] is not None
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["precision"] == "int8" and cfg["quantized_from"] == "demo-tiny" and cfg["name"] == "demo-int8"
     # no work folder left beside it

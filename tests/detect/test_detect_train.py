@@ -116,6 +116,12 @@ def test_two_stage_training_weights_only_then_package(ul, tmp_path):
     for f in ("model.onnx", "model.pt", "config.json", "thresholds.json", "MODEL_CARD.md", "SHA256SUMS", "metrics.json"):
         assert (out / f).is_file(), f
     assert (out / "model.pt").read_bytes() == (w / "model.pt").read_bytes()
+    # the card's test table gives each Pd with its 95 % interval, computed from the same counts
+    m = json.loads((out / "metrics.json").read_text())
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "95 % Wilson intervals" in card
+    ci = m["classes"]["ivory"]["pd_at_far_1pct_ci95"]
+    assert ci is not None and f"({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" in card
     assert json.loads((out / "train_info.json").read_text())["recipe"]["model"] == "yolo11-pico"
     det = Detector.load(out)
     assert det.config.tile_size == 64
