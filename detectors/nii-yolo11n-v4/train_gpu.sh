@@ -34,6 +34,7 @@ LR0=${LR0:-}
 WARMUP=${WARMUP:-3}
 MOSAIC=${MOSAIC:-0.5}
 CLOSE=${CLOSE:-5}
+CACHE=${CACHE:-}          # ram or disk: decoded tiles cached for the data loader (the GPU runs were loader-bound)
 EPOCHS=${EPOCHS:-}        # set: train exactly this many epochs, ignoring BUDGET_S (reproduction on other hardware)
 FIRST=${FIRST:-0}         # first training scene: FIRST=6000 N_TRAIN=6000 gives 6,000 scenes v4 never saw
 MARGIN_S=${MARGIN_S:-50}
@@ -59,5 +60,5 @@ fi
 "$PY" -m nii -v train --data "$DATA" --out "$OUTW" --weights-only --model yolo11n --imgsz 320 \
     "${limit[@]}" --batch "$BATCH" --seed 2026 --workers $(( WORKERS > 2 ? WORKERS - 2 : WORKERS )) \
     --device "$DEVICE" --close-mosaic "$CLOSE" --mosaic "$MOSAIC" --optimizer "$OPT" ${LR0:+--lr0 "$LR0"} \
-    --warmup-epochs "$WARMUP" ${INIT:+--init-weights "$INIT"} --work-dir "runs/nii-yolo11n-v4"
+    --warmup-epochs "$WARMUP" ${INIT:+--init-weights "$INIT"} ${CACHE:+--cache "$CACHE"} --work-dir "runs/nii-yolo11n-v4"
 echo "total $(( $(date +%s) - t0 )) s" >&2

@@ -51,6 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--init-weights", default=None, metavar="PT",
                    help="continue from the weights of an earlier `nii train` run (same classes) instead of from scratch")
     p.add_argument("--close-mosaic", type=int, default=3, help="final epochs without mosaic augmentation (default 3)")
+    p.add_argument("--cache", choices=("ram", "disk"), default=None,
+                   help="keep decoded tiles in memory or as .npy files so the data loader skips PNG decoding (GPU runs)")
     p.add_argument("--far", type=_far, default=0.01, help="default operating point (default 1%%)")
     p.add_argument("--work-dir", default=None, help="Ultralytics working folder (default: beside --out)")
     p.add_argument("--weights-only", action="store_true",
@@ -90,6 +92,7 @@ def _handle(args) -> int:
         close_mosaic=args.close_mosaic,
         mosaic=args.mosaic,
         init_weights=args.init_weights,
+        cache=args.cache,
     )
     if args.weights_only and (args.from_weights or args.set_default):
         from ..errors import InvalidParameterError

@@ -21,6 +21,12 @@ def test_explicit_optimizer_and_lr0_reach_ultralytics_and_the_recipe_file():
     assert 'optimizer = "AdamW"' in toml and "lr0 = 0.003" in toml and "warmup_epochs = 1" in toml
 
 
+def test_image_cache_reaches_ultralytics_only_when_asked():
+    assert "cache" not in Recipe().ultralytics_extra() and "cache" not in Recipe().to_toml()
+    r = Recipe(cache="ram")
+    assert r.ultralytics_extra()["cache"] == "ram" and 'cache = "ram"' in r.to_toml()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -29,6 +35,7 @@ def test_explicit_optimizer_and_lr0_reach_ultralytics_and_the_recipe_file():
         ({"optimizer": "SGD", "lr0": 1.5}, "lr0 must be in"),
         ({"optimizer": "SGD", "lr0": 0.0}, "lr0 must be in"),
         ({"warmup_epochs": -1.0}, "warmup_epochs"),
+        ({"cache": "memory"}, "cache must be one of"),
     ],
 )
 def test_bad_optimizer_options_are_refused(kwargs, message):

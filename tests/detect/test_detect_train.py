@@ -78,13 +78,13 @@ def test_one_epoch_training_smoke(ul, tmp_path):
         data,
         tmp_path / "model",
         recipe=Recipe(model="yolo11-pico", imgsz=64, epochs=1, batch=4, time_hours=None, workers=0, close_mosaic=0,
-                      optimizer="AdamW", lr0=0.003, warmup_epochs=0.5),
+                      optimizer="AdamW", lr0=0.003, warmup_epochs=0.5, cache="ram"),
         work_dir=tmp_path / "work",
     )
     import json
 
     args = json.loads((out / "train_info.json").read_text())["ultralytics_args"]
-    assert (args["optimizer"], args["lr0"], args["warmup_epochs"]) == ("AdamW", 0.003, 0.5)
+    assert (args["optimizer"], args["lr0"], args["warmup_epochs"], args["cache"]) == ("AdamW", 0.003, 0.5, "ram")
     assert 'optimizer = "AdamW"' in (out / "recipe.toml").read_text()
     for f in ("model.onnx", "model.pt", "config.json", "thresholds.json", "MODEL_CARD.md", "recipe.toml", "SHA256SUMS", "metrics.json"):
         assert (out / f).is_file(), f
