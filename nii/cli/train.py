@@ -4,10 +4,16 @@ Example (the full recipe, ~1.5 h on 2 CPU cores; see ``detectors/README.md``)::
 
     nii train --data datasets/det-v2 --out detectors/nii-yolo11n-v2 --seed 2026 --set-default
 
-Two machines (train on a lent GPU, package on the CPU box; see detectors/nii-yolo11n-v4/run.sh)::
+Two machines (train on a lent GPU, package on the CPU box; see detectors/nii-yolo11n-v6/run.sh)::
 
     nii train --data D --out W --weights-only --device 0 ...        # model.pt + train_info.json
-    nii train --data datasets/det-v2 --out detectors/M --from-weights W/model.pt
+    nii train --data datasets/det-v2d --out detectors/M --from-weights W/model.pt
+
+A continuation on new scenes (how v6 was made from v4)::
+
+    nii dataset build --out D2 --train-first-index 6000 --n-train 7000 ...   # scenes v4 never saw
+    nii train --data D2 --out W2 --weights-only --init-weights detectors/nii-yolo11n-v4/model.pt \
+        --optimizer AdamW --lr0 0.0005 --warmup-epochs 0 --device 0 ...
 """
 
 from __future__ import annotations
