@@ -91,7 +91,12 @@ def _pct(x: list[float]) -> dict[str, float]:
 
 
 def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
-    from ..detect.detector import decode_outputs, live_tiles, merge_tile_fragments, nms_class_aware
+    from ..detect.detector import (
+        decode_outputs,
+        live_tiles,
+        merge_tile_fragments,
+        nms_class_aware,
+    )
     from ..detect.evidence import box_evidence, material_anomalies
 
     cfg = det.config

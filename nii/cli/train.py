@@ -12,8 +12,8 @@ Two machines (train on a lent GPU, package on the CPU box; see detectors/nii-yol
 A continuation on new scenes (how v6 was made from v4)::
 
     nii dataset build --out D2 --train-first-index 6000 --n-train 7000 ...   # scenes v4 never saw
-    nii train --data D2 --out W2 --weights-only --init-weights detectors/nii-yolo11n-v4/model.pt \
-        --optimizer AdamW --lr0 0.0005 --warmup-epochs 0 --device 0 ...
+    nii train --data D2 --out W2 --weights-only --device 0 --optimizer AdamW --lr0 0.0005
+              --warmup-epochs 0 --init-weights detectors/nii-yolo11n-v4/model.pt ...
 """
 
 from __future__ import annotations

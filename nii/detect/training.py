@@ -299,8 +299,8 @@ def write_model_card(folder: Path, *, config: Any, recipe: Recipe, manifest: dic
     L.append("")
     if metrics:
         L += ["## Test metrics (held-out seeds" + (" and scenario families)" if manifest.get("held_out_families") else ")"), "",
-              f"{metrics['n_images']} scans, {metrics['n_negative_images']} negative; far_images at the operating point: "
-              f"{_fmt(metrics.get('far_images'), metrics.get('far_images_ci95'))}. In brackets: 95 % Wilson intervals.", "",
+              (f"{metrics['n_images']} scans, {metrics['n_negative_images']} negative; far_images at the operating point: "
+               f"{_fmt(metrics.get('far_images'), metrics.get('far_images_ci95'))}. In brackets: 95 % Wilson intervals."), "",
               "| class | objects | Pd @ op. point | Pd @ 1 % FAR | Pd @ 5 % FAR | AP50 | AP50-95 |", "|---|---|---|---|---|---|---|"]
         for c, d in metrics["classes"].items():
             L.append(f"| {c} | {d['n_objects']} | {_fmt(d.get('pd_at_operating_point'), d.get('pd_at_operating_point_ci95'))} "

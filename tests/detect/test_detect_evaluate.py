@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from nii.errors import InvalidParameterError
-
 from nii.detect.evaluate import (
     ImageRecord,
     best_match_scores,
@@ -17,6 +15,7 @@ from nii.detect.evaluate import (
     wilson_interval,
     write_plots,
 )
+from nii.errors import InvalidParameterError
 
 CLASSES = ("ivory", "pangolin_scales")
 

@@ -81,7 +81,7 @@ def test_air_tiles_are_skipped_without_changing_the_candidates(demo_detector, ma
     from nii.detect.detector import AIR_LEVEL, live_tiles
 
     # one object in the corner of a wide, otherwise empty (air) image: most tiles are air
-    img, truth, _ = make_object(128, "ivory_worked", at=(30, 40), seed=3)
+    img, _truth, _ = make_object(128, "ivory_worked", at=(30, 40), seed=3)
     wide = np.zeros((300, 900, 3), np.uint8)
     wide[:128, :128] = img
     wide[250, 700, 2] = AIR_LEVEL + 1  # one faint pixel keeps its tiles live
