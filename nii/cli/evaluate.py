@@ -25,13 +25,16 @@ def register(subparsers) -> None:
     p.add_argument("--far", default=None, help="operating point, e.g. 1%% or 0.5%% (default: the model's)")
     p.add_argument("--plots", default=None, help="folder for pr_curve.png and confusion_matrix.png")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
+    p.add_argument("--anomalies", action="store_true",
+                   help="also measure the material-anomaly cue: share of objects it covers, alone and with the model, "
+                   "and its regions on negative scans (scans only)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON document")
     p.set_defaults(handler=_handle)
 
 
 def _handle(args) -> int:
     from ..detect import Detector
-    from ..detect.evaluate import collect, evaluate_records, write_plots
+    from ..detect.evaluate import collect, evaluate_anomalies, evaluate_records, write_plots
     from ._common import emit_json, progress, stdout_console
 
     det = Detector.load(args.model, backend=args.backend)
@@ -41,9 +44,11 @@ def _handle(args) -> int:
         def cb(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        records = collect(det, args.data, limit=args.limit, progress=cb)
+        records = collect(det, args.data, limit=args.limit, progress=cb, anomalies=True if args.anomalies else None)
     thr = det.thresholds.for_far(args.far)
     metrics = evaluate_records(records, det.config.classes, thresholds=thr)
+    if args.anomalies:
+        metrics["material_anomaly"] = evaluate_anomalies(records, det.config.classes, thresholds=thr)
     metrics["model"] = str(det.folder)
     metrics["model_sha256"] = det.model_hash
     metrics["operating_far"] = det.thresholds.default_far if args.far is None else args.far
@@ -68,6 +73,11 @@ def _handle(args) -> int:
                   *(str(d.get(k)) for k in ("pd_at_far_5pct", "ap50", "ap50_95")))
     con.print(t)
     con.print("in brackets: 95 % Wilson intervals (objects taken as independent)")
+    a = metrics.get("material_anomaly")
+    if a:
+        per = ", ".join(f"{c} {with_ci(d, 'recall')} (with the model {d.get('found_by_model_or_cue')})" for c, d in a["classes"].items())
+        con.print(f"material-anomaly cue: objects covered {per}; {a['anomalies_per_negative_scan']} regions per negative scan, "
+                  f"{with_ci(a, 'negative_scans_with_anomaly')} of negative scans with any")
     for key in ("by_input_kind", "by_scenario_family"):
         for g, m in metrics.get(key, {}).items():
             pds = ", ".join(f"{c} {d.get('pd_at_operating_point')}" for c, d in m["classes"].items())

@@ -16,6 +16,11 @@ Definitions (also in the model card):
 * **AP50**, **AP50-95**: COCO average precision (pycocotools, the ``train`` extra); None when
   pycocotools is not installed.
 * **FROC**: Pd versus the mean number of false-positive boxes per image.
+* **Material-anomaly cue** (``evaluate_anomalies``, ``nii evaluate --anomalies``): the share of
+  each class's truth objects that an anomaly region covers (``ANOMALY_COVER`` of the truth box,
+  any anomaly kind; the cue is an attention aid, not a classifier), the share found by the model
+  at its operating point *or* the cue (what an operator is pointed at), and the anomaly burden
+  on negative scans (mean regions per scan, share of scans with any).
 * ``*_ci95``: 95 % Wilson score intervals ``[lo, hi]`` of a Pd (over the class's objects) or of
   ``far_images`` (over the negative images), so that a reader sees what the split can resolve.
   They treat objects as independent and a threshold as fixed: they understate the spread where
@@ -46,6 +51,7 @@ __all__ = [
     "best_match_scores",
     "box_iou",
     "collect",
+    "evaluate_anomalies",
     "evaluate_records",
     "wilson_interval",
     "write_plots",
@@ -54,6 +60,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IOU_PD = 0.3
+#: An anomaly region counts for a truth object when it covers at least this share of its box.
+ANOMALY_COVER = 0.3
 _FAR_POINTS = {"pd_at_far_1pct": 0.01, "pd_at_far_5pct": 0.05}
 
 
@@ -159,12 +167,16 @@ def collect(
     *,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    anomalies: Any = None,
 ) -> list[ImageRecord]:
     """Run ``detector`` on every labelled item of ``data`` and return one record per item.
 
     ``data`` is either a folder of scans (``*.h5`` with truth, directly or under ``scans/``; raw
     scans are normalised first) or a YOLO folder (``images/`` + ``labels/``) of encoded tiles at
-    the detector pitch. Candidates are kept down to the model's ``min_conf``.
+    the detector pitch. Candidates are kept down to the model's ``min_conf``. With ``anomalies``
+    (``True`` or an :class:`~nii.detect.evidence.AnomalyConfig`) the material-anomaly cue also
+    runs on each scan (at the detector pitch) and its boxes go to ``meta["anomaly_boxes"]`` (scans
+    only: encoded tiles carry no Zeff map).
     """
     folder = Path(data)
     if not folder.is_dir():
@@ -214,9 +226,16 @@ def collect(
             gc = np.array([classes.index(truth.classes[j]) for j in keep], np.int64)
         boxes, scores, cls = detector.candidates(scan)
         meta = dict(scan.metadata or {})
+        rec_meta: dict[str, Any] = {"path": str(f)}
+        if anomalies is not None and anomalies is not False:
+            from .evidence import AnomalyConfig, material_anomalies
+
+            cfg = anomalies if isinstance(anomalies, AnomalyConfig) else None
+            found = material_anomalies(scan, config=cfg)
+            rec_meta["anomaly_boxes"] = np.array([a.box_px for a in found], np.float32).reshape(-1, 4)
         records.append(
             ImageRecord(f.stem, boxes, scores, cls, gb, gc, kind=_kind_of(scan), family=str(meta.get("family", meta.get("scenario", ""))),
-                        meta={"path": str(f)}, scenario=str(meta.get("scenario", "")))
+                        meta=rec_meta, scenario=str(meta.get("scenario", "")))
         )
         if progress:
             progress(i + 1, len(files))
@@ -360,6 +379,69 @@ def evaluate_records(
                     for g in groups
                 }
     return out
+
+
+def _cover(truth: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Share of each truth box ``(G, 4)`` covered by each box ``(K, 4)`` -> ``(G, K)``."""
+    t = np.asarray(truth, np.float64).reshape(-1, 4)
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(t[:, None, 2], b[None, :, 2]) - np.maximum(t[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(t[:, None, 3], b[None, :, 3]) - np.maximum(t[:, None, 1], b[None, :, 1]), 0, None)
+    area = np.maximum((t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1]), 1e-9)
+    return ix * iy / area[:, None]
+
+
+def evaluate_anomalies(
+    records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    *,
+    thresholds: np.ndarray | None = None,
+    cover: float = ANOMALY_COVER,
+    iou: float = IOU_PD,
+) -> dict[str, Any]:
+    """Metrics of the material-anomaly cue on records collected with ``anomalies`` (module docstring).
+
+    Returns ``{"n_scans", "cover", "classes": {name: {"n_objects", "recall", "recall_ci95",
+    "found_by_model_or_cue", "found_by_model_or_cue_ci95"}}, "anomalies_per_negative_scan",
+    "negative_scans_with_anomaly", "negative_scans_with_anomaly_ci95"}``; the model's share is
+    taken at ``thresholds`` (omitted without them).
+    """
+    recs = [r for r in records if "anomaly_boxes" in r.meta]
+    if not recs:
+        raise InvalidParameterError("no record carries material-anomaly boxes: collect scans with anomalies=True")
+    hit_c, hit_any, cls = [], [], []
+    for r in recs:
+        g = r.gt_boxes.shape[0]
+        if g == 0:
+            continue
+        a = r.meta["anomaly_boxes"]
+        cue = (_cover(r.gt_boxes, a) >= cover).any(axis=1) if len(a) else np.zeros(g, bool)
+        hit_c.append(cue)
+        if thresholds is not None:
+            s = best_match_scores(r, iou=iou)
+            hit_any.append(cue | (s >= np.asarray(thresholds, np.float32)[r.gt_class_ids]))
+        cls.append(r.gt_class_ids)
+    hc = np.concatenate(hit_c) if hit_c else np.zeros(0, bool)
+    ha = np.concatenate(hit_any) if hit_any else None
+    cc = np.concatenate(cls) if cls else np.zeros(0, np.int64)
+    per: dict[str, Any] = {}
+    for c, name in enumerate(classes):
+        m = cc == c
+        d: dict[str, Any] = {"n_objects": int(m.sum()), "recall": _r(float(hc[m].mean())) if m.any() else None, "recall_ci95": _ci(hc[m])}
+        if ha is not None:
+            d["found_by_model_or_cue"] = _r(float(ha[m].mean())) if m.any() else None
+            d["found_by_model_or_cue_ci95"] = _ci(ha[m])
+        per[name] = d
+    neg = [len(r.meta["anomaly_boxes"]) for r in recs if r.negative]
+    with_any = np.array([n > 0 for n in neg], bool)
+    return {
+        "n_scans": len(recs),
+        "cover": cover,
+        "classes": per,
+        "anomalies_per_negative_scan": _r(float(np.mean(neg))) if neg else None,
+        "negative_scans_with_anomaly": _r(float(with_any.mean())) if neg else None,
+        "negative_scans_with_anomaly_ci95": _ci(with_any),
+    }
 
 
 def _slim(d: dict[str, Any]) -> dict[str, Any]:

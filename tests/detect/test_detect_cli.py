@@ -21,6 +21,29 @@ def test_evaluate_json_on_a_labelled_folder(tmp_path, capsys, demo_dir):
     assert (tmp_path / "p" / "pr_curve.png").is_file() and (tmp_path / "p" / "confusion_matrix.png").is_file()
 
 
+@pytest.mark.slow
+def test_evaluate_measures_the_material_anomaly_cue_on_scans(tmp_path, capsys, demo_dir):
+    """`--anomalies` on simulated scans: the cue's coverage per class and its burden on negatives."""
+    pytest.importorskip("nii.sim.imaging")
+    args = ["simulate", "--profile", "dual_kvp_80_140", "--channels", "160", "--length-cm", "50", "--count", "3"]
+    assert main([*args, "--scenario", "mixed_bones", "--seed", "5", "--out", str(tmp_path / "s")]) == 0
+    assert main([*args, "--scenario", "negative_confusers", "--seed", "6", "--start", "3", "--out", str(tmp_path / "s")]) == 0
+    capsys.readouterr()
+    rc = main(["evaluate", "--data", str(tmp_path / "s"), "--model", str(demo_dir), "--anomalies", "--json"])
+    assert rc == 0
+    m = json.loads(capsys.readouterr().out)
+    a = m["material_anomaly"]
+    assert a["n_scans"] == 6 and 0.0 <= a["negative_scans_with_anomaly"] <= 1.0
+    assert a["anomalies_per_negative_scan"] >= 0.0
+    for c, d in a["classes"].items():
+        if d["n_objects"]:
+            assert 0.0 <= d["recall"] <= d["found_by_model_or_cue"] <= 1.0, c
+    assert any(d["n_objects"] for d in a["classes"].values())
+    # the table form prints the cue's line too
+    assert main(["evaluate", "--data", str(tmp_path / "s"), "--model", str(demo_dir), "--anomalies"]) == 0
+    assert "material-anomaly cue" in capsys.readouterr().out
+
+
 def test_evaluate_bad_folder(tmp_path, demo_dir, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", "--data", str(tmp_path / "empty"), "--model", str(demo_dir)]) == 1

@@ -11,6 +11,7 @@ from nii.detect.evaluate import (
     ImageRecord,
     best_match_scores,
     box_iou,
+    evaluate_anomalies,
     evaluate_records,
     wilson_interval,
     write_plots,
@@ -98,6 +99,37 @@ def test_metrics_carry_wilson_intervals():
     m = evaluate_records([r for r in _dataset() if not (r.gt_class_ids == 1).any()], CLASSES, thresholds=np.array([0.5, 0.5]))
     assert m["classes"]["pangolin_scales"]["pd_at_far_1pct"] is None
     assert m["classes"]["pangolin_scales"]["pd_at_far_1pct_ci95"] is None
+
+
+def _with_anomalies(rec, boxes):
+    rec.meta["anomaly_boxes"] = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return rec
+
+
+def test_anomaly_cue_metrics_of_a_known_case():
+    recs = [
+        # ivory object the model misses (score 0.2 < 0.5) but an anomaly covers half of it
+        _with_anomalies(_rec(0, [[10, 10, 50, 50]], [0.2], [0], [[10, 10, 50, 50]], [0]), [[30, 0, 80, 60]]),
+        # ivory object the model finds; the only anomaly covers a tenth of it (below ANOMALY_COVER)
+        _with_anomalies(_rec(1, [[10, 10, 50, 50]], [0.9], [0], [[10, 10, 50, 50]], [0]), [[46, 10, 80, 50]]),
+        # pangolin object nobody finds
+        _with_anomalies(_rec(2, [], [], [], [[0, 0, 20, 20]], [1]), []),
+        # negatives: 3 anomaly regions on one, none on three
+        _with_anomalies(_rec(3), [[0, 0, 5, 5], [10, 10, 15, 15], [20, 20, 25, 25]]),
+        *[_with_anomalies(_rec(4 + i), []) for i in range(3)],
+    ]
+    a = evaluate_anomalies(recs, CLASSES, thresholds=np.array([0.5, 0.5]))
+    json.dumps(a)
+    iv = a["classes"]["ivory"]
+    assert iv["n_objects"] == 2 and iv["recall"] == 0.5 and iv["found_by_model_or_cue"] == 1.0
+    np.testing.assert_allclose(iv["recall_ci95"], wilson_interval(1, 2), atol=1e-4)
+    pg = a["classes"]["pangolin_scales"]
+    assert pg["recall"] == 0.0 and pg["found_by_model_or_cue"] == 0.0
+    assert a["anomalies_per_negative_scan"] == 0.75 and a["negative_scans_with_anomaly"] == 0.25
+    # without thresholds only the cue's own recall is reported
+    assert "found_by_model_or_cue" not in evaluate_anomalies(recs, CLASSES)["classes"]["ivory"]
+    with pytest.raises(InvalidParameterError, match="anomalies=True"):
+        evaluate_anomalies(_dataset(), CLASSES)
 
 
 def test_pd_drops_when_far_budget_is_spent():
