@@ -105,13 +105,18 @@ class ImageRecord:
         return self.gt_boxes.shape[0] == 0
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes ``(N, 4)`` x ``(M, 4)`` -> ``(N, M)``."""
+def _intersection(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, inter)``: the boxes as float64 ``(N, 4)``, ``(M, 4)`` and their pairwise intersection areas."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
     ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
     iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
+    return a, b, ix * iy
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes ``(N, 4)`` x ``(M, 4)`` -> ``(N, M)``."""
+    a, b, inter = _intersection(a, b)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
@@ -383,12 +388,9 @@ def evaluate_records(
 
 def _cover(truth: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Share of each truth box ``(G, 4)`` covered by each box ``(K, 4)`` -> ``(G, K)``."""
-    t = np.asarray(truth, np.float64).reshape(-1, 4)
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(t[:, None, 2], b[None, :, 2]) - np.maximum(t[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(t[:, None, 3], b[None, :, 3]) - np.maximum(t[:, None, 1], b[None, :, 1]), 0, None)
+    t, _, inter = _intersection(truth, boxes)
     area = np.maximum((t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1]), 1e-9)
-    return ix * iy / area[:, None]
+    return inter / area[:, None]
 
 
 def evaluate_anomalies(
