@@ -60,6 +60,7 @@ def _handle(args) -> int:
     from rich.table import Table
 
     con = stdout_console()
+
     def with_ci(d: dict, key: str) -> str:
         ci = d.get(key + "_ci95")
         return str(d.get(key)) + (f" [{ci[0]}, {ci[1]}]" if ci else "")

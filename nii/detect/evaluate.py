@@ -232,7 +232,7 @@ def collect(
         boxes, scores, cls = detector.candidates(scan)
         meta = dict(scan.metadata or {})
         rec_meta: dict[str, Any] = {"path": str(f)}
-        if anomalies is not None and anomalies is not False:
+        if anomalies:
             from .evidence import AnomalyConfig, material_anomalies
 
             cfg = anomalies if isinstance(anomalies, AnomalyConfig) else None
