@@ -9,10 +9,9 @@ What it does, and what is real in the picture:
 1. simulates a dual-energy luggage scan (``nii.sim``, profile ``dual_kvp_80_140``, scenario
    ``luggage_clothes``) and keeps the first one whose ground truth holds an ``ivory`` tusk;
 2. normalises it with :func:`nii.normalization.normalize` (shipped calibration of the profile);
-3. builds the detections: the *model* detection is **constructed** at the ground-truth box of the
-   tusk with confidence 0.91 (no trained model ships yet), with its material evidence computed
-   by :func:`nii.detect.evidence.box_evidence`; the material anomalies are the real output of
-   :func:`nii.detect.evidence.material_anomalies`;
+3. runs the default detector on it (``nii.Detector.load().detect``): every box in the picture,
+   model flags and material anomalies, is real output, whatever the model finds or misses (with
+   ``nii-yolo11n-v6-int8``, seed 12: the tusk flagged as ivory, 0.80);
 4. writes all outputs with :func:`nii.outputs.write_outputs`, serves the folder with the review
    app on 127.0.0.1 and takes a screenshot of the viewer in headless Debian chromium.
 
@@ -33,8 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 def simulated_result(work: Path):
     from nii.containers import Scan
-    from nii.detect.evidence import box_evidence, material_anomalies
-    from nii.detect.types import Detection
+    from nii.detect import Detector
     from nii.io import read
     from nii.normalization import normalize
     from nii.pipeline import Result
@@ -46,16 +44,7 @@ def simulated_result(work: Path):
             if "ivory" in rec.classes:
                 raw = read(work / f"sim{seed}" / rec.file_name)
                 scan: Scan = normalize(raw)
-                box = rec.boxes[rec.classes.index("ivory")]
-                dy, dx = scan.pixel_pitch_mm
-                det = Detection(
-                    "ivory", 0, 0.91, box,
-                    box_mm=(box[0] * dx, box[1] * dy, box[2] * dx, box[3] * dy),
-                    origin="yolo", evidence=box_evidence(scan, box),
-                )
-                import numpy as np
-
-                dets = [det] + material_anomalies(scan, model_boxes=np.array([box], np.float32))
+                dets = Detector.load(None).detect(scan)
                 return Result(source=str(work / rec.file_name), scan_id=raw.scan_id, status="ok", scan=scan, raw=raw,
                               detections=tuple(dets), timings_ms={"total": 0.0}), f"simulated seed {seed}, {rec.file_name}"
     raise RuntimeError("no simulated scan with an ivory tusk found")

@@ -52,6 +52,36 @@ def test_review_in_browser(results_dir):
         assert page.locator("#overlay rect.det.anomaly").count() == 1
         bb = boxes.nth(0).bounding_box()
         assert bb is not None and bb["width"] > 50 and bb["height"] > 20
+        # labels: drawn over every box, none covering another, a click on one selects its detection
+        labels = page.evaluate("""() => {
+            const svg = document.querySelector('#overlay');
+            const kids = [...svg.children];
+            const texts = [...svg.querySelectorAll('text')];
+            const firstText = kids.findIndex((k) => k.tagName === 'text');
+            const lastRect = kids.map((k) => k.tagName).lastIndexOf('g');
+            const b = texts.map((t) => t.getBBox());
+            let overlaps = 0;
+            for (let i = 0; i < b.length; i++) for (let j = 0; j < i; j++)
+                if (b[i].x < b[j].x + b[j].width && b[j].x < b[i].x + b[i].width && b[i].y < b[j].y + b[j].height && b[j].y < b[i].y + b[i].height) overlaps++;
+            return {n: texts.length, overlaps, above: firstText > lastRect, indexed: texts.every((t) => t.dataset.index !== undefined)};
+        }""")
+        # three labels and the evidence line under the selected box
+        assert labels == {"n": 4, "overlaps": 0, "above": True, "indexed": True}, labels
+        # two labels at the same spot: the later one moves down until it is clear
+        moved = page.evaluate("""() => {
+            const svg = document.querySelector('#overlay');
+            const a = svg.querySelector('text');
+            const b = a.cloneNode(true);
+            svg.appendChild(b);
+            const y = +a.getAttribute('y');
+            placeLabels();
+            const ra = a.getBBox(), rb = b.getBBox();
+            const clear = !(ra.x < rb.x + rb.width && rb.x < ra.x + ra.width && ra.y < rb.y + rb.height && rb.y < ra.y + ra.height);
+            const res = {aStays: +a.getAttribute('y') === y, bBelow: +b.getAttribute('y') > y, clear};
+            b.remove();
+            return res;
+        }""")
+        assert moved == {"aStays": True, "bBelow": True, "clear": True}, moved
         # confirm the first with the button, reject the second with the keyboard
         page.locator("#detlist li.det").nth(0).locator("button[data-act=confirm]").click()
         page.wait_for_selector("#detlist li.det:nth-child(1) .state.confirm")

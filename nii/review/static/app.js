@@ -97,6 +97,22 @@ function applyTransform() {
   for (const t of document.querySelectorAll("#overlay text")) t.setAttribute("font-size", (13 / S.scale).toFixed(3));
   for (const t of document.querySelectorAll("#overlay text")) t.style.strokeWidth = (3 / S.scale) + "px";
   for (const t of document.querySelectorAll("#overlay text")) { const y0 = +t.dataset.y0; t.setAttribute("y", t.dataset.below ? y0 + 16 / S.scale : y0 - 4 / S.scale); }
+  placeLabels();
+}
+// Labels in report order (model flags first, then anomalies, then missed boxes): a label that would
+// cover one already placed moves down a line at a time (at most 8), so none hides another.
+function placeLabels() {
+  const texts = [...document.querySelectorAll("#overlay text")];
+  if (!texts.length || !texts[0].getBBox) return;
+  const hits = (a, b) => a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+  const placed = texts.filter((t) => t.dataset.below).map((t) => t.getBBox());
+  const step = 16 / S.scale;
+  for (const t of texts) {
+    if (t.dataset.below) continue;
+    let y = +t.getAttribute("y");
+    for (let k = 0; k < 8 && placed.some((p) => hits(t.getBBox(), p)); k++) { y += step; t.setAttribute("y", y); }
+    placed.push(t.getBBox());
+  }
 }
 function fitView() {
   const vp = $("#viewport").getBoundingClientRect();
@@ -153,6 +169,12 @@ function renderOverlay() {
   if (S.pending) {
     const [x0, y0, x1, y1] = S.pending;
     svg.appendChild(svgEl("rect", { x: x0, y: y0, width: x1 - x0, height: y1 - y0, class: "pending" }));
+  }
+  // labels over every box (in report order), each still selecting its detection when clicked
+  for (const t of [...svg.querySelectorAll("text")]) {
+    const owner = t.parentNode.dataset && t.parentNode.dataset.index;
+    if (owner !== undefined) t.setAttribute("data-index", owner);
+    svg.appendChild(t);
   }
   applyTransform();
 }
