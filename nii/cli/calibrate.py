@@ -1,4 +1,4 @@
-"""``nii calibrate``: build material tables (step wedges) and scanner calibration sets."""
+"""``nii calibrate``: build material tables (step wedges) and scanner calibration sets; re-calibrate detector thresholds."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("calibrate", help="build material (Zeff) tables and scanner calibration sets",
-                              description="Build material (Zeff) tables from step wedges and scanner calibration sets.")
+    p = subparsers.add_parser("calibrate", help="build material (Zeff) tables and scanner calibration sets; re-calibrate detector thresholds",
+                              description="Build material (Zeff) tables from step wedges and scanner calibration sets; "
+                                          "re-calibrate a detector's operating points on local scans.")
     sub = p.add_subparsers(dest="calibrate_command", metavar="WHAT")
 
     w = sub.add_parser("wedge", help="(L_high, R) -> Zeff table from step-wedge scans (simulated or real)",
@@ -48,14 +49,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--json", action="store_true")
     a.set_defaults(handler=_accuracy)
 
-    t = sub.add_parser("thresholds", help="re-calibrate a detector's operating points on labelled local scans",
-                       description="Re-calibrate MODEL's thresholds.json on a folder of labelled scans (e.g. a site's own "
-                                   "negative traffic plus known seizures): per-class thresholds at image-level FAR targets. "
-                                   "Rewrites thresholds.json and SHA256SUMS of the model folder; the folder's metrics.json "
-                                   "and model card then describe the previous thresholds until `nii evaluate` is re-run.")
-    t.add_argument("model", metavar="MODEL", help="model folder")
-    t.add_argument("--data", required=True, help="folder of labelled scans (nii HDF5 with truth; negatives included)")
+    t = sub.add_parser("thresholds", help="re-calibrate a detector's operating points on local scans",
+                       description="Re-calibrate MODEL's thresholds on folders of scans (e.g. a site's own cleared "
+                                   "traffic, with or without known seizures; scans without truth are negative images): "
+                                   "per-class thresholds at image-level FAR targets. Without --out, thresholds.json and "
+                                   "SHA256SUMS of MODEL are rewritten in place and its metrics.json and model card then "
+                                   "describe the previous thresholds; with --out, a new model folder is written (same "
+                                   "network, new thresholds, a model card saying so, metrics with --test).")
+    t.add_argument("model", metavar="MODEL", nargs="?", default=None, help="model folder (default: the default model)")
+    t.add_argument("--data", required=True, action="append", metavar="DIR",
+                   help="folder of scans (nii HDF5, truth optional); repeat for several")
+    t.add_argument("--add", action="store_true",
+                   help="keep the model's current negative calibration images and add these (more negatives, a steadier threshold)")
     t.add_argument("--far", default=None, help="default operating point, e.g. 1%% or 0.5%% (default: the model's current one)")
+    t.add_argument("--method", choices=("global", "per_class"), default=None,
+                   help="threshold rule (default: the better on the data's truth objects, else the model's current rule)")
+    t.add_argument("--out", default=None, metavar="DIR", help="write a new model folder (must not exist) instead of changing MODEL")
+    t.add_argument("--test", default=None, metavar="DIR", help="with --out: labelled scans to evaluate the new folder on")
+    t.add_argument("--overlap", type=int, default=None, metavar="PX",
+                   help="with --out: minimum tile overlap of the new folder in pixels (calibration and test run with it)")
+    t.add_argument("--set-default", action="store_true", help="with --out: write detectors/DEFAULT naming the new folder")
     t.add_argument("--json", action="store_true")
     t.set_defaults(handler=_thresholds)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
@@ -181,36 +194,58 @@ def _scanner(args: argparse.Namespace) -> int:
 
 
 def _thresholds(args: argparse.Namespace) -> int:
+    import json
+    import shlex
+    import sys
     from pathlib import Path
 
+    from .._atomic import atomic_write_text
     from ..detect import Detector
     from ..detect.detector import write_sha256sums
+    from ..detect.recalibrate import recalibrate_model, recalibrated_thresholds
     from ..detect.thresholds import Thresholds, parse_far
-    from ..detect.training import calibrate_folder
-    from ..errors import FileAccessError
+    from ..errors import FileAccessError, InvalidParameterError
 
-    det = Detector.load(args.model)  # verifies the folder before it is changed
-    folder = Path(det.folder)
-    data = Path(args.data)
-    if not data.is_dir():
-        raise FileAccessError("not a folder of labelled scans", path=data)
-    old = Thresholds.load(folder / "thresholds.json") if (folder / "thresholds.json").is_file() else None
-    far = parse_far(args.far) if args.far is not None else (old.default_far if old is not None else 0.01)
-    th = calibrate_folder(folder, det.config, data, default_far=far)
-    write_sha256sums(folder)
+    for d in args.data:
+        if not Path(d).is_dir():
+            raise FileAccessError("not a folder of scans", path=Path(d))
+    if args.out is None and (args.test is not None or args.set_default or args.overlap is not None):
+        raise InvalidParameterError("--test, --overlap and --set-default need --out (a new model folder)")
+    far = parse_far(args.far) if args.far is not None else None
+    if args.out is not None:
+        command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        folder = recalibrate_model(args.model, args.out, data=args.data, add=args.add, default_far=far,
+                                   method=args.method, test=args.test, overlap=args.overlap, command=command)
+        th = Thresholds.load(folder / "thresholds.json")
+        if args.set_default:
+            atomic_write_text(folder.parent / "DEFAULT", folder.name + "\n")
+    else:
+        det = Detector.load(args.model)  # verifies the folder before it is changed
+        folder = Path(det.folder)
+        th = recalibrated_thresholds(det, args.data, add=args.add, default_far=far, method=args.method)
+        th.save(folder / "thresholds.json")
+        write_sha256sums(folder)
+    metrics = None
+    if (folder / "metrics.json").is_file() and args.out is not None:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     ops = th.operating_points()
     if args.json:
-        _print_json({"model": str(folder), "data": str(data), "n_negative_images": th.n_negative,
-                     "default_far": th.default_far, "operating_points": ops})
+        _print_json({"model": str(folder), "data": [str(d) for d in args.data], "n_negative_images": th.n_negative,
+                     "method": th.method, "default_far": th.default_far, "operating_points": ops, "metrics": metrics})
         return 0
     from rich.console import Console
 
     con = Console()
     con.print(f"{folder / 'thresholds.json'}: {th.n_negative} negative images (FAR resolution {1 / th.n_negative:.2%}), "
-              f"default FAR {th.default_far:.2%}")
+              f"rule {th.method}, default FAR {th.default_far:.2%}")
     for op in ops:
         con.print(f"  FAR {op['far_target']:.1%}: " + ", ".join(f"{c} {v:.3f}" for c, v in op["thresholds"].items()))
-    con.print("metrics.json and MODEL_CARD.md still describe the previous thresholds: re-run `nii evaluate`.")
+    if metrics:
+        for c, d in metrics.get("classes", {}).items():
+            con.print(f"  {c}: Pd at the operating point {d.get('pd_at_operating_point')}, Pd @ 1 % FAR {d.get('pd_at_far_1pct')}")
+        con.print(f"  far_images at the operating point {metrics.get('far_images')}")
+    if args.out is None:
+        con.print("metrics.json and MODEL_CARD.md still describe the previous thresholds: re-run `nii evaluate`.")
     return 0
 
 

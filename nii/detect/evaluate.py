@@ -178,7 +178,8 @@ def collect(
 
     ``data`` is either a folder of scans (``*.h5`` with truth, directly or under ``scans/``; raw
     scans are normalised first) or a YOLO folder (``images/`` + ``labels/``) of encoded tiles at
-    the detector pitch. Candidates are kept down to the model's ``min_conf``. With ``anomalies``
+    the detector pitch; a folder holding both (a split of ``nii dataset build``) is read as scans,
+    the unit of the image-level FAR. Candidates are kept down to the model's ``min_conf``. With ``anomalies``
     (``True`` or an :class:`~nii.detect.evidence.AnomalyConfig`) the material-anomaly cue also
     runs on each scan (at the detector pitch) and its boxes go to ``meta["anomaly_boxes"]`` (scans
     only: encoded tiles carry no Zeff map).
@@ -188,7 +189,9 @@ def collect(
         raise InvalidParameterError(f"--data must be a folder, got {folder}")
     classes = list(detector.config.classes)
     records: list[ImageRecord] = []
-    if (folder / "images").is_dir():
+    scans_dir = folder / "scans"
+    has_scans = scans_dir.is_dir() and any(p.suffix.lower() in (".h5", ".hdf5") for p in scans_dir.iterdir())
+    if (folder / "images").is_dir() and not has_scans:
         from ..dataset.yolo import read_labels, read_tile
 
         imgs = sorted(p for p in (folder / "images").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))

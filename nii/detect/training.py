@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .._atomic import atomic_write_text
 from ..encoding import ENCODING
 from ..errors import FileAccessError, InvalidParameterError, ModelError
@@ -175,16 +173,13 @@ def _onnx_detector(folder: Path, config: Any) -> Any:
 
 def calibrate_folder(folder: Path, config: Any, val_dir: Path, *, default_far: float, progress: Callable[[int, int], None] | None = None) -> Any:
     """Calibrate ``thresholds.json`` of a model folder on a validation folder; return Thresholds."""
-    from .evaluate import best_match_scores, collect, image_class_max
+    from .recalibrate import calibration_scores
     from .thresholds import calibrate
 
     det = _onnx_detector(folder, config)
-    records = collect(det, val_dir, progress=progress)
-    neg = np.array([image_class_max(r, config.nc) for r in records if r.negative], np.float32).reshape(-1, config.nc)
+    neg, pos_c, pos_s, n_images = calibration_scores(det, [val_dir], progress=progress)
     if neg.shape[0] == 0:
         raise ModelError(f"the validation data ({val_dir}) hold no negative images: cannot calibrate an image-level FAR")
-    pos_s = np.concatenate([best_match_scores(r) for r in records] or [np.zeros(0)])
-    pos_c = np.concatenate([r.gt_class_ids for r in records] or [np.zeros(0, np.int64)])
     th = calibrate(
         config.classes,
         neg,
@@ -192,7 +187,7 @@ def calibrate_folder(folder: Path, config: Any, val_dir: Path, *, default_far: f
         pos_scores=pos_s,
         default_far=default_far,
         floor=config.min_conf,
-        info={"calibration_data": str(val_dir), "n_images": len(records)},
+        info={"calibration_data": str(val_dir), "n_images": n_images},
     )
     th.save(folder / "thresholds.json")
     return th
