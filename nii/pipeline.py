@@ -265,6 +265,7 @@ class Pipeline:
             t2 = time.perf_counter()
             detections = tuple(self.detector.detect(scan, far=self.far))
             t["detect"] = (time.perf_counter() - t2) * 1e3
+            scan = scan.with_step("detect", self.detector.describe(self.far), model_hash=self.detector.model_hash)
         t["total"] = (time.perf_counter() - t0) * 1e3
         return Result(
             source=src,

@@ -41,6 +41,21 @@ def test_public_name_and_warmup(pipe):
     assert pipe.detector is not None and pipe.model_hash == pipe.detector.model_hash
 
 
+def test_results_name_the_model_and_operating_point(pipe):
+    """Every result says which network, hash and thresholds produced its detections (JSON, HDF5, DICOS TDR)."""
+    res = pipe.process(SAMPLE)
+    prov = res.scan.provenance
+    assert prov.model_hash == pipe.model_hash and len(prov.model_hash) == 64
+    step = prov.steps[-1]
+    assert step.name == "detect"
+    det = pipe.detector
+    assert step.params["model"] == det.config.name and step.params["model_sha256"] == det.model_hash
+    assert step.params["far"] == det.thresholds.default_far and step.params["backend"] == "onnxruntime"
+    np.testing.assert_allclose(list(step.params["thresholds"].values()), det.thresholds.for_far(), atol=1e-6)
+    assert Pipeline(model=DEMO, far="5%").process(SAMPLE).scan.provenance.steps[-1].params["far"] == 0.05
+    assert Pipeline(model=False).process(SAMPLE).scan.provenance.model_hash is None
+
+
 def test_warmup_scan_is_deterministic_and_normalisable():
     a, b = warmup_scan("dual_kvp_80_140"), warmup_scan("dual_kvp_80_140")
     assert np.array_equal(a.counts, b.counts)

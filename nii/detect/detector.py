@@ -625,6 +625,26 @@ class Detector:
         digest = sums.get(model_file.name) or sha256_file(model_file)
         return cls(folder, config, thresholds, be, digest, batch_size=batch_size)
 
+    def describe(self, far: float | str | None = None) -> dict[str, Any]:
+        """What produced a set of detections, for provenance: model name and SHA-256, backend,
+        tiling, and the operating point (``far``, default the model's) with its per-class thresholds."""
+        from .thresholds import parse_far
+
+        f = self.thresholds.default_far if far is None else parse_far(far)
+        thr = self.thresholds.for_far(f)
+        kind = type(self.backend).__name__
+        backend = "onnxruntime" if isinstance(self.backend, _OnnxBackend) else ("ultralytics" if kind == "TorchBackend" else kind)
+        return {
+            "model": self.config.name or self.folder.name,
+            "model_sha256": self.model_hash,
+            "backend": backend,
+            "pitch_mm": self.config.pitch_mm,
+            "tile_size": self.config.tile_size,
+            "overlap": self.config.overlap,
+            "far": f,
+            "thresholds": {c: round(float(t), 6) for c, t in zip(self.config.classes, thr)},
+        }
+
     def with_far(self, far: float | str) -> Detector:
         """A detector sharing this one's network whose default operating point is ``far``
         (``0.005``, ``"0.5%"``)."""
