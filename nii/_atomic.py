@@ -68,6 +68,33 @@ def atomic_path(target: str | os.PathLike, *, overwrite: bool = True) -> Iterato
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty folder beside ``target``; rename it to ``target`` on success, remove it on failure.
+
+    ``target`` must not exist (:class:`FileAccessError` otherwise, before anything is created): a
+    folder that was assembled (a model folder) appears whole or not at all, and nothing that was
+    there is replaced.
+    """
+    import shutil
+
+    target = Path(target)
+    if target.exists():
+        raise FileAccessError("exists already", path=target)
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=parent))
+    except OSError as exc:
+        raise FileAccessError(f"cannot create a folder beside it: {exc.strerror or exc}", path=target) from exc
+    try:
+        yield work
+        os.replace(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``target`` atomically and return the final path."""
     with atomic_path(target) as tmp:

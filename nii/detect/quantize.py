@@ -149,7 +149,7 @@ def quantize_model(
     default_far : float, optional
         Default operating point (default: the source model's).
     """
-    from .._atomic import atomic_write_text
+    from .._atomic import atomic_dir, atomic_write_text
     from .detector import ModelConfig, write_sha256sums
     from .thresholds import Thresholds
     from .training import _read_manifest, _split_dir, calibrate_folder, evaluate_folder
@@ -178,9 +178,7 @@ def quantize_model(
         th_src = src / "thresholds.json"
         default_far = Thresholds.load(th_src).default_far if th_src.is_file() else 0.01
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out) as work:
         tiles = calibration_tiles(data, n=n_calibration, seed=seed)
         say(f"quantising {src / 'model.onnx'} on {len(tiles)} calibration tiles")
         t0 = time.perf_counter()
@@ -208,10 +206,6 @@ def quantize_model(
         atomic_write_text(work / "quantize_info.json", json.dumps(info, indent=1) + "\n")
         _write_card(work, cfg=cfg, src_cfg=src_cfg, thresholds=th, metrics=metrics, src_metrics=src_metrics, info=info)
         write_sha256sums(work)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out
 
 

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,7 +152,7 @@ def recalibrate_model(
     the test run with it; with ``add`` the source's negatives keep the source's tiling). The other
     parameters are those of :func:`recalibrated_thresholds`.
     """
-    from .._atomic import atomic_write_text
+    from .._atomic import atomic_dir, atomic_write_text
     from .detector import Detector, resolve_model_dir, write_sha256sums
     from .thresholds import image_far
     from .training import evaluate_folder
@@ -180,9 +179,7 @@ def recalibrate_model(
         info["overlap"] = {"source": src_overlap, "new": det.config.overlap}
         th = dataclasses.replace(th, info=info)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out) as work:
         for f in sorted(src.iterdir()):
             if f.is_file() and f.name not in _SOURCE_ONLY and not f.name.startswith("."):
                 shutil.copy2(f, work / f.name)
@@ -202,22 +199,13 @@ def recalibrate_model(
         _write_card(work, name=out.name, src=src.name, th=th, info=prov, metrics=metrics, src_card=src_card,
                     far_src=far_src, add=add)
         write_sha256sums(work)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out
-
-
-def _pct(v: Any, ci: Any = None) -> str:
-    if v is None:
-        return "–"
-    return f"{100 * float(v):.1f} %" + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if ci else "")
 
 
 def _write_card(folder: Path, *, name: str, src: str, th: Any, info: dict[str, Any], metrics: dict[str, Any] | None,
                 src_card: str, far_src: float, add: bool) -> None:
     from .._atomic import atomic_write_text
+    from .quantize import _pct
 
     n_src, n_new = info["n_negative_from_source"], info["n_negative_new"]
     data = ", ".join(f"`{d}`" for d in info["calibration_data"])
