@@ -44,7 +44,10 @@ def simulated_result(work: Path):
             if "ivory" in rec.classes:
                 raw = read(work / f"sim{seed}" / rec.file_name)
                 scan: Scan = normalize(raw)
-                dets = Detector.load(None).detect(scan)
+                det = Detector.load(None)
+                dets = det.detect(scan)
+                # the provenance step the pipeline adds: the viewer's header names the model from it
+                scan = scan.with_step("detect", det.describe(), model_hash=det.model_hash)
                 return Result(source=str(work / rec.file_name), scan_id=raw.scan_id, status="ok", scan=scan, raw=raw,
                               detections=tuple(dets), timings_ms={"total": 0.0}), f"simulated seed {seed}, {rec.file_name}"
     raise RuntimeError("no simulated scan with an ivory tusk found")

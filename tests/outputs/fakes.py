@@ -66,7 +66,9 @@ def tusk_scan(h: int = 160, w: int = 400, *, scan_id: str = "tusk-0001", seed: i
     material[l_high < AIR_ATTENUATION_MAX] = MaterialClass.AIR
     zeff[material == MaterialClass.AIR] = np.nan
     color = render_pseudocolor(l_high, material)
-    prov = Provenance(steps=(Step("normalize", {"test": True}),), calibration_hash="c" * 64, model_hash="m" * 64)
+    detect = Step("detect", {"model": "fake-model", "model_sha256": "m" * 64, "backend": "onnxruntime", "far": 0.01,
+                             "thresholds": {"ivory": 0.5, "ivory_worked": 0.68, "pangolin_scales": 0.5, "rhino_horn": 0.47}})
+    prov = Provenance(steps=(Step("normalize", {"test": True}), detect), calibration_hash="c" * 64, model_hash="m" * 64)
     return Scan(
         attenuation=np.stack([l_low, l_high]),
         energies=(EnergyChannel("low", 80.0), EnergyChannel("high", 160.0)),

@@ -47,6 +47,9 @@ def test_review_in_browser(results_dir):
         from playwright.sync_api import expect
 
         expect(page.locator("#status")).to_contain_text("400×160 px")
+        # the header names the model and operating point that flagged the scan, thresholds on hover
+        expect(page.locator("#scanhead .model")).to_have_text("model fake-model at FAR 1 %")
+        assert "ivory 0.500" in page.locator("#scanhead .model").get_attribute("title")
         boxes = page.locator("#overlay rect.det")
         assert boxes.count() == 3
         assert page.locator("#overlay rect.det.anomaly").count() == 1

@@ -204,10 +204,20 @@ function fmtEvidence(ev) {
   return html;
 }
 
+// "model NAME at FAR x %" from the report's provenance (the `detect` step), with the thresholds as a tooltip.
+function modelLine(r) {
+  const steps = ((r.provenance || {}).steps || []).filter((s) => s.name === "detect");
+  if (!steps.length) return "";
+  const p = steps[steps.length - 1].params || {};
+  const thr = Object.entries(p.thresholds || {}).map(([c, t]) => `${c} ${Number(t).toFixed(3)}`).join(", ");
+  const far = typeof p.far === "number" ? ` at FAR ${+(p.far * 100).toFixed(2)} %` : "";
+  return ` · <span class="model" title="${esc("thresholds: " + thr + " · sha256 " + (p.model_sha256 || ""))}">model ${esc(p.model || "?")}${esc(far)}</span>`;
+}
+
 function renderSide() {
   const r = S.scan.report;
   $("#scanhead").innerHTML = `<h2>${esc(r.scan_id)} <span class="badge ${r.alarm ? "alarm" : "clear"}">${r.alarm ? "ALARM" : "clear"}</span></h2>
-    <small>${esc(r.acquired_at || r.processed_at)} · ${esc((r.scanner || {}).profile || "unknown profile")} · nii ${esc(r.nii_version)}</small>`;
+    <small>${esc(r.acquired_at || r.processed_at)} · ${esc((r.scanner || {}).profile || "unknown profile")} · nii ${esc(r.nii_version)}${modelLine(r)}</small>`;
   const dl = $("#detlist");
   if (!r.detections.length) dl.innerHTML = "<li>No detections.</li>";
   else dl.innerHTML = r.detections.map((d, i) => {
