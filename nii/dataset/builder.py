@@ -213,6 +213,16 @@ def _scenario_pool(domain: str, exclude_family: str | None, only_family: str | N
     return names, w / w.sum()
 
 
+def _worker_init() -> None:
+    """One Numba and one OpenCV thread per worker process: the pool already uses every core, and
+    each worker's own thread pool (as many threads as cores) would oversubscribe them."""
+    import cv2
+    import numba
+
+    numba.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
 def _job(args: tuple[BuildConfig, str, int, str]) -> list[dict[str, Any]]:
     """Generate scene ``index`` of ``split`` and write its outputs; return index records."""
     cfg, split, index, root = args
@@ -495,6 +505,7 @@ def build_dataset(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Path:
     """Build the dataset under ``out`` (see the module docstring); return the folder."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from .._atomic import atomic_write_text
@@ -518,7 +529,10 @@ def build_dataset(
         jobs = [(config, split, first + i, str(root)) for i in range(n)]
         recs: list[dict[str, Any]] = []
         if config.workers > 1 and n > 1:
-            with ProcessPoolExecutor(max_workers=config.workers) as ex:
+            # spawn, not fork: a forked child inherits a Numba thread pool it cannot use (the parent
+            # may have run parallel kernels already, e.g. an earlier build in the same process)
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx, initializer=_worker_init) as ex:
                 for k, r in enumerate(ex.map(_job, jobs, chunksize=4)):
                     recs.extend(r)
                     if progress:

@@ -126,3 +126,25 @@ def test_train_first_index_builds_later_scenes_and_leaves_val_test_alone(tmp_pat
     va, vb = (sorted((d / "val" / "scans").glob("*.h5")) for d in (a, b))
     assert [p.name for p in va] == [p.name for p in vb]
     assert json.loads((b / "dataset.json").read_text())["config"]["train_first_index"] == 2
+
+
+@pytest.mark.slow
+def test_a_pooled_build_equals_a_single_process_build(tmp_path):
+    """Workers run with one Numba / OpenCV thread each (no oversubscription); the output does not
+    depend on it: every tile, label and scan is byte-identical to a one-process build."""
+    if not _have_material_tables():
+        pytest.skip("no shipped material calibration yet (nii calibrate wedge --simulate)")
+    from nii.dataset.builder import build_dataset
+
+    kw = dict(n_train=4, n_val=2, n_test=2, seed=13, profiles=("baggage_sandwich_140", "cargo_300"), profile_weights=None,
+              val_tile_scans=1)
+    one = build_dataset(tmp_path / "one", BuildConfig(workers=1, **kw), command="x")
+    two = build_dataset(tmp_path / "two", BuildConfig(workers=2, **kw), command="x")
+
+    def files(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and p.name not in ("dataset.json", "data.yaml")}
+
+    a, b = files(one), files(two)
+    assert a.keys() == b.keys() and any(k.endswith(".h5") for k in a)
+    assert [k for k in a if a[k] != b[k]] == []
