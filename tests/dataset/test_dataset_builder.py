@@ -136,8 +136,8 @@ def test_a_pooled_build_equals_a_single_process_build(tmp_path):
         pytest.skip("no shipped material calibration yet (nii calibrate wedge --simulate)")
     from nii.dataset.builder import build_dataset
 
-    kw = dict(n_train=4, n_val=2, n_test=2, seed=13, profiles=("baggage_sandwich_140", "cargo_300"), profile_weights=None,
-              val_tile_scans=1)
+    kw = {"n_train": 4, "n_val": 2, "n_test": 2, "seed": 13, "profiles": ("baggage_sandwich_140", "cargo_300"),
+          "profile_weights": None, "val_tile_scans": 1}
     one = build_dataset(tmp_path / "one", BuildConfig(workers=1, **kw), command="x")
     two = build_dataset(tmp_path / "two", BuildConfig(workers=2, **kw), command="x")
 
