@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "SHA256SUMS of MODEL are rewritten in place and its metrics.json and model card then "
                                    "describe the previous thresholds; with --out, a new model folder is written (same "
                                    "network, new thresholds, a model card saying so, metrics with --test).")
-    t.add_argument("model", metavar="MODEL", nargs="?", default=None, help="model folder (default: the default model)")
+    t.add_argument("model", metavar="MODEL", nargs="?", default=None, help="model folder (with --out, default: the default model; without, required: it is changed in place)")
     t.add_argument("--data", required=True, action="append", metavar="DIR",
                    help="folder of scans (nii HDF5, truth optional); repeat for several")
     t.add_argument("--add", action="store_true",
@@ -209,6 +209,8 @@ def _thresholds(args: argparse.Namespace) -> int:
     for d in args.data:
         if not Path(d).is_dir():
             raise FileAccessError("not a folder of scans", path=Path(d))
+    if args.out is None and args.model is None:
+        raise InvalidParameterError("name the model folder to change in place, or give --out for a new folder")
     if args.out is None and (args.test is not None or args.set_default or args.overlap is not None):
         raise InvalidParameterError("--test, --overlap and --set-default need --out (a new model folder)")
     far = parse_far(args.far) if args.far is not None else None

@@ -119,6 +119,9 @@ def test_cli_in_place_and_new_folder(demo_dir, site_scans, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["n_negative_images"] == n_src + N_NEG and out["metrics"] is None
     assert Detector.load(model).thresholds.n_negative == n_src + N_NEG  # rewritten in place, still verifies
+    # the shipped default is never changed in place unnamed
+    assert main(["calibrate", "thresholds", "--data", str(site_scans)]) == 1
+    assert "in place" in capsys.readouterr().err
     # --test needs a new folder
     assert main(["calibrate", "thresholds", str(model), "--data", str(site_scans), "--test", str(site_scans)]) == 1
     assert "--out" in capsys.readouterr().err
