@@ -175,8 +175,8 @@ class Pipeline:
                 if model is not None:
                     raise
                 self.notes.append(f"no default detector model: {exc.reason}; detections are empty")
-        if self.detector is not None and far is not None:
-            self.detector.thresholds.for_far(far)  # validate the operating point now, not per scan
+        # the provenance step of every detection: also validates the operating point now, not per scan
+        self._detect_step = self.detector.describe(far) if self.detector is not None else None
         for n in self.notes:
             logger.info(n)
         self.warmup_ms: float | None = None
@@ -265,7 +265,7 @@ class Pipeline:
             t2 = time.perf_counter()
             detections = tuple(self.detector.detect(scan, far=self.far))
             t["detect"] = (time.perf_counter() - t2) * 1e3
-            scan = scan.with_step("detect", self.detector.describe(self.far), model_hash=self.detector.model_hash)
+            scan = scan.with_step("detect", self._detect_step, model_hash=self.detector.model_hash)
         t["total"] = (time.perf_counter() - t0) * 1e3
         return Result(
             source=src,
