@@ -142,8 +142,23 @@ def _summary_text(result: Any, dets: Sequence[Mapping[str, Any]]) -> str:
     return f"{head}: {len(dets)} flag(s) - " + ", ".join(f"{n}x {k}" for k, n in counts.items())
 
 
+def _model_text(result: Any) -> str:
+    """``model NAME at FAR 1 %`` from the last ``detect`` provenance step ("" when none)."""
+    prov = getattr(getattr(result, "scan", None), "provenance", None)
+    steps = [s for s in getattr(prov, "steps", ()) if s.name == "detect"]
+    if not steps:
+        return ""
+    p = steps[-1].params
+    far = p.get("far")
+    at = f" at FAR {float(far) * 100:.3g} %" if isinstance(far, (int, float)) else ""
+    return f"model {p.get('model', '?')}{at}"
+
+
 def annotated_image(result: Any, *, min_width: int = 800, processed_at: str | None = None) -> np.ndarray:
     """Operator image (RGB uint8): header strip, pseudo-colour scan, one labelled box per detection.
+
+    The header names the scan, its time, the nii version, the verdict and, when the result was
+    produced by a detector, the model and its operating point (``model NAME at FAR 1 %``).
 
     Model detections are solid boxes in a colour per class; material anomalies are dashed boxes in
     :data:`ANOMALY_RGB` with an ``anomaly:`` prefix. The scan is enlarged by an integer factor
@@ -183,11 +198,18 @@ def annotated_image(result: Any, *, min_width: int = 800, processed_at: str | No
         placed.append((lx0, ly0, lx0 + bw, ly0 + bh))
         cv2.rectangle(img, (lx0, ly0), (lx0 + bw, ly0 + bh), color, -1)
         cv2.putText(img, label, (lx0 + 3, ly0 + tht + 2), font, fs, (0, 0, 0), th, cv2.LINE_AA)
-    header = np.full((48, img.shape[1], 3), 28, np.uint8)
     when = scan.acquired_at or processed_at or _now()
     line1 = f"scan {result.scan_id}   {when}   nii {__version__}"
+    # the model and operating point: right-aligned on the first line when they fit, else a third line
+    model = _model_text(result)
+    w1 = cv2.getTextSize(line1, font, 0.55, 1)[0][0]
+    wm = cv2.getTextSize(model, font, 0.5, 1)[0][0] if model else 0
+    beside = bool(model) and 8 + w1 + 24 + wm + 8 <= img.shape[1]
+    header = np.full((48 if beside or not model else 66, img.shape[1], 3), 28, np.uint8)
     cv2.putText(header, line1, (8, 19), font, 0.55, (235, 235, 235), 1, cv2.LINE_AA)
     cv2.putText(header, _summary_text(result, dets), (8, 40), font, 0.6, (255, 70, 70) if count_alarms(dets) else (90, 220, 90), 2 if count_alarms(dets) else 1, cv2.LINE_AA)
+    if model:
+        cv2.putText(header, model, (img.shape[1] - 8 - wm, 19) if beside else (8, 59), font, 0.5, (180, 180, 180), 1, cv2.LINE_AA)
     return np.vstack([header, img])
 
 

@@ -208,3 +208,24 @@ def test_build_report_needs_ok_result():
 
     with pytest.raises(InvalidParameterError):
         build_report(Result(source=None, scan_id="x", status="error", error="bad"))
+
+
+def test_header_names_the_model_and_its_operating_point():
+    import dataclasses
+
+    from nii.containers import Provenance, Step
+    from nii.outputs import _model_text
+
+    res = tusk_result()
+    assert _model_text(res) == "model fake-model at FAR 1 %"
+    img = annotated_image(res)
+    assert img.shape[0] == 48 + 160 * 2  # fits beside the first line: right-aligned there
+    right = img[4:24, -120:]
+    assert ((right > 120).all(axis=2)).sum() > 30  # grey text at the right end of line 1
+    long = Step("detect", {"model": "a-model-with-a-rather-long-site-specific-name-v12", "far": 0.005})
+    scan = res.scan.replace(provenance=Provenance(steps=(long,)))
+    res2 = dataclasses.replace(res, scan=scan)
+    assert _model_text(res2) == "model a-model-with-a-rather-long-site-specific-name-v12 at FAR 0.5 %"
+    assert annotated_image(res2).shape[0] == 66 + 160 * 2  # a third header line
+    bare = dataclasses.replace(res, scan=res.scan.replace(provenance=Provenance()))
+    assert _model_text(bare) == "" and annotated_image(bare).shape[0] == 48 + 160 * 2
