@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "dataset",
     "train",
     "quantize",
+    "rescorer",
     "evaluate",
     "review",
     "watch",

@@ -1,8 +1,10 @@
-"""Contraband detection: the YOLO detector (tiled ONNX inference), physical evidence, the
-material-anomaly cue, operating-point calibration and evaluation.
+"""Contraband detection: the YOLO detector (tiled ONNX inference), an optional second stage
+that re-scores candidates on native-resolution crops (:mod:`nii.detect.rescore`), physical
+evidence, the material-anomaly cue, operating-point calibration and evaluation.
 
 Runtime inference needs only NumPy, OpenCV and onnxruntime; training and the Ultralytics backend
-go through :mod:`nii.detect._ultralytics` (the ``train`` extra). Submodules load on first use.
+go through :mod:`nii.detect._ultralytics` and :mod:`nii.detect._rescorer_torch` (the ``train``
+extra). Submodules load on first use.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ A model folder (``detectors/<name>/``) holds:
 ``thresholds.json``
     Per-class confidence thresholds calibrated to image-level false-alarm rates
     (:mod:`nii.detect.thresholds`).
+``rescorer.onnx`` (optional)
+    A second stage named by the ``rescorer`` section of ``config.json``: it re-scores every
+    candidate on a crop at the scan's own pitch (:mod:`nii.detect.rescore`); thresholds then
+    apply to the combined score.
 ``SHA256SUMS``
     ``<sha256>  <file>`` per file; every listed file is verified when the folder is loaded.
 
@@ -551,13 +555,16 @@ class Detector:
         SHA-256 of the network file used.
     """
 
-    def __init__(self, folder: Path, config: ModelConfig, thresholds: Any, backend: Any, model_hash: str, *, batch_size: int = 8) -> None:
+    def __init__(
+        self, folder: Path, config: ModelConfig, thresholds: Any, backend: Any, model_hash: str, *, batch_size: int = 8, rescorer: Any = None
+    ) -> None:
         self.folder = Path(folder)
         self.config = config
         self.thresholds = thresholds
         self.backend = backend
         self.model_hash = model_hash
         self.batch_size = int(batch_size)
+        self.rescorer = rescorer
 
     def __repr__(self) -> str:
         return f"Detector({self.config.name or self.folder.name!r}, backend={self.backend.name!r}, classes={list(self.config.classes)})"
@@ -623,7 +630,10 @@ class Detector:
         from .._assets import sha256_file
 
         digest = sums.get(model_file.name) or sha256_file(model_file)
-        return cls(folder, config, thresholds, be, digest, batch_size=batch_size)
+        from .rescore import load_rescorer
+
+        rescorer = load_rescorer(folder, config.extra, sums=sums if verify else None, threads=threads, nc=config.nc)
+        return cls(folder, config, thresholds, be, digest, batch_size=batch_size, rescorer=rescorer)
 
     def describe(self, far: float | str | None = None) -> dict[str, Any]:
         """What produced a set of detections, for provenance: model name and SHA-256, backend,
@@ -643,6 +653,9 @@ class Detector:
             "overlap": self.config.overlap,
             "far": f,
             "thresholds": {c: round(float(t), 6) for c, t in zip(self.config.classes, thr)},
+            "second_stage": None
+            if self.rescorer is None
+            else {"file": self.rescorer.config.file, "sha256": self.rescorer.sha256, "combine": self.rescorer.config.combine},
         }
 
     def with_far(self, far: float | str) -> Detector:
@@ -653,7 +666,7 @@ class Detector:
         from .thresholds import parse_far
 
         th = dataclasses.replace(self.thresholds, default_far=parse_far(far))
-        return Detector(self.folder, self.config, th, self.backend, self.model_hash, batch_size=self.batch_size)
+        return Detector(self.folder, self.config, th, self.backend, self.model_hash, batch_size=self.batch_size, rescorer=self.rescorer)
 
     # -- encoded-image level ---------------------------------------------------------------
 
@@ -751,8 +764,18 @@ class Detector:
         """All candidates above ``conf`` (default ``min_conf``) as ``(boxes_px, scores, class_ids)``
         in the scan's pixel frame (used by evaluation and threshold calibration)."""
         enc = self.encode(scan)
-        raw = self.infer_image(enc, conf=conf)
-        return self._to_scan_frame(raw.boxes, scan, enc.shape[:2]), raw.scores, raw.class_ids
+        if self.rescorer is None:
+            raw = self.infer_image(enc, conf=conf)
+            return self._to_scan_frame(raw.boxes, scan, enc.shape[:2]), raw.scores, raw.class_ids
+        # two stages: every YOLO candidate down to min_conf is looked at again on a crop at the
+        # scan's own pitch; ``conf`` applies to the final score
+        floor = self.config.min_conf if conf is None else float(conf)
+        raw = self.infer_image(enc, conf=min(floor, self.config.min_conf))
+        boxes = self._to_scan_frame(raw.boxes, scan, enc.shape[:2])
+        final = self.rescorer.rescore(scan, boxes, raw.scores, raw.class_ids)
+        keep = final >= floor
+        order = np.argsort(-final[keep], kind="stable")
+        return boxes[keep][order], final[keep][order], raw.class_ids[keep][order]
 
     def _to_scan_frame(self, boxes: np.ndarray, scan: Scan, enc_hw: tuple[int, int]) -> np.ndarray:
         """Map encoded-image boxes to the scan's pixel frame (encoded pixel j covers scan

@@ -220,8 +220,10 @@ def collect(
         if isinstance(scan, RawScan):
             from ..normalization import normalize
 
-            # normalise straight to the detector pitch (one fused pass; truth boxes are scaled)
-            scan = normalize(scan, pitch_mm=detector.config.pitch_mm)
+            # normalise straight to the detector pitch (one fused pass; truth boxes are scaled),
+            # or at the scan's own pitch when a second stage looks at native-resolution crops
+            two_stage = getattr(detector, "rescorer", None) is not None
+            scan = normalize(scan, pitch_mm=None if two_stage else detector.config.pitch_mm)
         truth = scan.truth
         if truth is None:
             logger.warning("%s has no truth: counted as a negative image", f)

@@ -167,6 +167,9 @@ def quantize_model(
     except json.JSONDecodeError as exc:
         raise ModelError(f"config.json is not valid JSON: {exc}", path=cfg_path) from exc
     src_cfg = ModelConfig.from_dict(cfg_d)
+    if "rescorer" in src_cfg.extra:
+        raise InvalidParameterError(f"{src.name} is a two-stage model: quantise its one-stage source "
+                                    f"({src_cfg.extra.get('second_stage_of', '?')}), then train a second stage on the result")
     data = Path(data)
     manifest = _read_manifest(data)
     if manifest.get("encoding") not in (None, src_cfg.encoding) or float(manifest.get("pitch_mm", src_cfg.pitch_mm)) != src_cfg.pitch_mm:

@@ -171,7 +171,7 @@ def recalibrate_model(
             cfg_o = dataclasses.replace(det.config, overlap=int(overlap))
         except ModelError as exc:
             raise InvalidParameterError(f"overlap {overlap}: {exc.reason}") from exc
-        det = Detector(det.folder, cfg_o, det.thresholds, det.backend, det.model_hash, batch_size=det.batch_size)
+        det = Detector(det.folder, cfg_o, det.thresholds, det.backend, det.model_hash, batch_size=det.batch_size, rescorer=det.rescorer)
     say(f"scoring calibration scans in {', '.join(map(str, data))}")
     th = recalibrated_thresholds(det, data, add=add, default_far=default_far, method=method)
     info = dict(th.info)
@@ -205,7 +205,6 @@ def recalibrate_model(
 def _write_card(folder: Path, *, name: str, src: str, th: Any, info: dict[str, Any], metrics: dict[str, Any] | None,
                 src_card: str, far_src: float, add: bool) -> None:
     from .._atomic import atomic_write_text
-    from .quantize import _pct
 
     n_src, n_new = info["n_negative_from_source"], info["n_negative_new"]
     data = ", ".join(f"`{d}`" for d in info["calibration_data"])
@@ -222,23 +221,40 @@ def _write_card(folder: Path, *, name: str, src: str, th: Any, info: dict[str, A
          (f"Calibrated on {th.n_negative} negative images: {source_part} ({info['n_images']} scans scored). "
           f"Rule `{th.method}`, default FAR {th.default_far:.2%}. The source's thresholds for that FAR alarm on "
           f"{far_src:.2%} of these negative images."), ""]
-    for op in th.operating_points():
-        L.append(f"- FAR {op['far_target']:.1%}: " + ", ".join(f"{c} {t:.3f}" for c, t in op["thresholds"].items()))
-    L.append("")
+    L += card_operating_points(th)
     if metrics:
-        L += ["## Test metrics", "",
-              (f"On `{metrics.get('data')}`: far_images at the operating point "
-               f"{_pct(metrics.get('far_images'), metrics.get('far_images_ci95'))}. In brackets: 95 % Wilson intervals."), "",
-              "| class | Pd at the operating point | Pd @ 1 % FAR | AP50 |", "|---|---|---|---|"]
-        for c, d in metrics["classes"].items():
-            L.append(f"| {c} | {_pct(d.get('pd_at_operating_point'), d.get('pd_at_operating_point_ci95'))} "
-                     f"| {_pct(d.get('pd_at_far_1pct'), d.get('pd_at_far_1pct_ci95'))} | {_pct(d.get('ap50'))} |")
-        L += ["", "See `metrics.json`, `pr_curve.png`, `confusion_matrix.png`.", ""]
+        L += card_test_metrics(metrics)
     else:
         L += [("No test metrics: the source's were measured at its own thresholds and are not copied "
                "(`nii calibrate thresholds --out DIR --test TEST` evaluates the new folder)."), ""]
-    if src_card.strip():
-        L += ["---", "", f"## Source model card ({src})", ""]
-        L += [("#" + ln) if ln.startswith("#") else ln for ln in src_card.splitlines()]
-        L.append("")
+    L += card_source(src, src_card)
     atomic_write_text(folder / "MODEL_CARD.md", "\n".join(L))
+
+
+def card_operating_points(th: Any) -> list[str]:
+    """Model-card lines: the thresholds at each FAR target."""
+    return [f"- FAR {op['far_target']:.1%}: " + ", ".join(f"{c} {t:.3f}" for c, t in op["thresholds"].items())
+            for op in th.operating_points()] + [""]
+
+
+def card_test_metrics(metrics: dict[str, Any]) -> list[str]:
+    """Model-card lines: far_images and, per class, Pd at the operating point, at 1 % and 5 % FAR, and AP50."""
+    from .quantize import _pct
+
+    L = ["## Test metrics", "",
+         (f"On `{metrics.get('data')}`: far_images at the operating point "
+          f"{_pct(metrics.get('far_images'), metrics.get('far_images_ci95'))}. In brackets: 95 % Wilson intervals."), "",
+         "| class | Pd at the operating point | Pd @ 1 % FAR | Pd @ 5 % FAR | AP50 |", "|---|---|---|---|---|"]
+    for c, d in metrics["classes"].items():
+        L.append(f"| {c} | {_pct(d.get('pd_at_operating_point'), d.get('pd_at_operating_point_ci95'))} "
+                 f"| {_pct(d.get('pd_at_far_1pct'), d.get('pd_at_far_1pct_ci95'))} | {_pct(d.get('pd_at_far_5pct'))} "
+                 f"| {_pct(d.get('ap50'))} |")
+    return [*L, "", "See `metrics.json`, `pr_curve.png`, `confusion_matrix.png`.", ""]
+
+
+def card_source(src: str, src_card: str, *, note: str = "") -> list[str]:
+    """Model-card lines: the source model's card, its headings one level down."""
+    if not src_card.strip():
+        return []
+    return ["---", "", f"## Source model card ({src})", "", *([note, ""] if note else []),
+            *[("#" + ln) if ln.startswith("#") else ln for ln in src_card.splitlines()], ""]

@@ -166,9 +166,10 @@ def _split_dir(data: Path, split: str) -> Path | None:
 
 def _onnx_detector(folder: Path, config: Any) -> Any:
     from .detector import Detector, _OnnxBackend
+    from .rescore import load_rescorer
 
     be = _OnnxBackend(folder / "model.onnx", threads=None)
-    return Detector(folder, config, None, be, "")
+    return Detector(folder, config, None, be, "", rescorer=load_rescorer(folder, config.extra, nc=config.nc))
 
 
 def calibrate_folder(folder: Path, config: Any, val_dir: Path, *, default_far: float, progress: Callable[[int, int], None] | None = None) -> Any:

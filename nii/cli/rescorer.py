@@ -1,0 +1,61 @@
+"""``nii rescorer``: train a second stage that re-scores a detector's candidates on native-resolution crops."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("rescorer", help="train a second-stage crop network for a detector (two-stage model folder)",
+                              description="Second stage of a detector: a small CNN that looks again at every candidate box "
+                                          "on a crop at the scan's own pitch (finer than the detector's).")
+    sub = p.add_subparsers(dest="rescorer_command", metavar="WHAT")
+    t = sub.add_parser("train", help="train the second stage and write a two-stage model folder",
+                       description="Run MODEL over the labelled scans of --data, train the crop network on its candidates "
+                                   "(torch: the train extra), export it to ONNX, calibrate thresholds on the final scores "
+                                   "of --calibrate, and write the new model folder --out (evaluated on --test if given).")
+    t.add_argument("model", metavar="MODEL", nargs="?", default=None, help="one-stage source model folder (default: the default model)")
+    t.add_argument("--data", required=True, action="append", metavar="DIR", help="labelled scans to train on (repeatable)")
+    t.add_argument("--calibrate", required=True, action="append", metavar="DIR",
+                   help="labelled scans with negatives to calibrate the thresholds on (repeatable; disjoint from --data)")
+    t.add_argument("--test", default=None, metavar="DIR", help="labelled scans to evaluate the new folder on")
+    t.add_argument("--out", required=True, metavar="DIR", help="the new model folder (must not exist)")
+    t.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
+    t.add_argument("--seed", type=int, default=2026)
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    t.add_argument("--workers", type=int, default=1, help="processes extracting the candidates (default 1)")
+    t.add_argument("--set-default", action="store_true", help="write detectors/DEFAULT naming the new folder")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(handler=_train)
+    p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+    import logging
+    import shlex
+    import sys
+
+    from .._atomic import atomic_write_text
+    from ..detect.rescore_train import build_two_stage
+
+    log = logging.getLogger("nii.rescorer")
+    command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    folder = build_two_stage(args.model, args.out, data=args.data, calibrate=args.calibrate, test=args.test,
+                             epochs=args.epochs, seed=args.seed, threads=args.threads, workers=args.workers, command=command, progress=log.info)
+    if args.set_default:
+        atomic_write_text(folder.parent / "DEFAULT", folder.name + "\n")
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8")) if (folder / "metrics.json").is_file() else None
+    summary = {"model": str(folder), "metrics": metrics}
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        return 0
+    from rich.console import Console
+
+    con = Console()
+    con.print(f"wrote {folder}")
+    if metrics:
+        for c, d in metrics.get("classes", {}).items():
+            con.print(f"  {c}: Pd at the operating point {d.get('pd_at_operating_point')}, Pd @ 1 % FAR {d.get('pd_at_far_1pct')}")
+        con.print(f"  far_images at the operating point {metrics.get('far_images')}")
+    return 0

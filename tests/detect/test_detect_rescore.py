@@ -1,0 +1,277 @@
+"""The second stage: crops at the scan's own pitch, scalar inputs, score combination, two-stage folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from nii.containers import EnergyChannel, Scan
+from nii.detect.rescore import (
+    KINDS,
+    N_SCALARS,
+    RescorerConfig,
+    candidate_scalars,
+    combine_scores,
+    crop_candidates,
+    crop_window,
+    input_kind_index,
+)
+from nii.errors import InvalidParameterError, ModelError
+
+CFG = RescorerConfig()
+
+
+def _random_scan(make_scan, *, h=70, w=90, pitch=1.0, seed=3):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[..., 1] = np.where(rng.random((h, w)) < 0.2, 0, img[..., 1])
+    return make_scan(img, pitch)
+
+
+def _reference_crop(enc, box, pitch, size):
+    """Plain reference: encode the whole scan, pad it with air, cut the square, resize."""
+    x0, y0, x1, y1 = box
+    side = max(max(x1 - x0, y1 - y0) * CFG.context + CFG.pad_px, CFG.min_crop_mm / pitch)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    a0, a1 = round(cx - side / 2), round(cx + side / 2)
+    b0, b1 = round(cy - side / 2), round(cy + side / 2)
+    m = 200
+    canvas = np.zeros((enc.shape[0] + 2 * m, enc.shape[1] + 2 * m, 3), np.uint8)
+    canvas[m : m + enc.shape[0], m : m + enc.shape[1]] = enc
+    sub = canvas[b0 + m : b1 + m, a0 + m : a1 + m]
+    return cv2.resize(sub, (size, size), interpolation=cv2.INTER_AREA if sub.shape[0] > size else cv2.INTER_LINEAR)
+
+
+def test_crop_window_is_a_square_around_the_box_with_context():
+    x0, y0, x1, y1, side = crop_window(np.array([10, 20, 30, 30]), (1.0, 1.0), config=CFG)
+    assert side == pytest.approx(20 * 1.4 + 8)
+    assert (x0, y0, x1, y1) == (2, 7, 38, 43)
+    # a tiny box still gets min_crop_mm of context, in pixels of each axis
+    x0, y0, x1, y1, side = crop_window(np.array([50, 50, 52, 52]), (0.5, 0.5), config=CFG)
+    assert side == pytest.approx(24.0) and (x1 - x0, y1 - y0) == (48, 48)
+
+
+@pytest.mark.parametrize("pitch", [1.0, 0.8])
+def test_crops_equal_the_full_encoding_cut_and_resized(make_scan, pitch):
+    from nii.normalization import detector_input
+
+    scan = _random_scan(make_scan, pitch=pitch)
+    enc = np.asarray(detector_input(scan))
+    boxes = np.array([[20, 15, 50, 40], [0, 0, 12, 9], [80, 60, 90, 70], [30, 10, 32, 60]], np.float32)
+    crops, side = crop_candidates(scan, boxes, config=CFG)
+    assert crops.shape == (4, CFG.crop, CFG.crop, 3) and crops.dtype == np.uint8
+    for b, c, s in zip(boxes, crops, side):
+        np.testing.assert_array_equal(c, _reference_crop(enc, b, pitch, CFG.crop))
+        assert s == pytest.approx(crop_window(b, (pitch, pitch), config=CFG)[4])
+
+
+def test_crops_of_a_rendered_scan_use_the_class_zeff():
+    from nii.normalization import detector_input
+
+    rng = np.random.default_rng(5)
+    h, w = 60, 64
+    scan = Scan(attenuation=rng.uniform(0, 4, (1, h, w)).astype(np.float32), energies=(EnergyChannel("single", 160),),
+                pixel_pitch_mm=(1.0, 1.0), material=rng.integers(0, 6, (h, w), dtype=np.uint8), rendered=True,
+                metadata={"rendering": "pseudocolor"})
+    enc = np.asarray(detector_input(scan))
+    box = np.array([[10, 12, 40, 30]], np.float32)
+    crops, _ = crop_candidates(scan, box, config=CFG)
+    np.testing.assert_array_equal(crops[0], _reference_crop(enc, box[0], 1.0, CFG.crop))
+    assert input_kind_index(scan) == KINDS.index("pseudocolor")
+
+
+def test_input_kind_of_plain_scans(make_scan):
+    scan = _random_scan(make_scan)
+    assert input_kind_index(scan) == KINDS.index("dual_energy")
+    single = Scan(attenuation=scan.attenuation[1:], energies=scan.energies[1:], pixel_pitch_mm=(1.0, 1.0))
+    assert input_kind_index(single) == KINDS.index("greyscale")
+    tagged = dataclasses.replace(scan, metadata={"input_kind": "greyscale"})
+    assert input_kind_index(tagged) == KINDS.index("greyscale")
+
+
+def test_candidate_scalars():
+    boxes = np.array([[0, 0, 40, 20], [10, 10, 11, 11]], np.float32)
+    s = candidate_scalars(np.array([2, 0]), boxes, pitch_yx=(2.0, 2.0), side_mm=np.array([100.0, 24.0]), kind=1)
+    assert s.shape == (2, N_SCALARS) and s.dtype == np.float32
+    np.testing.assert_array_equal(s[:, 0:4], [[0, 0, 1, 0], [1, 0, 0, 0]])
+    assert s[0, 4] == pytest.approx(np.log(100) - 5.5)
+    assert s[0, 5] == pytest.approx(np.log(80 / 40)) and s[1, 5] == pytest.approx(0.0)
+    np.testing.assert_array_equal(s[:, 6:9], [[0, 1, 0], [0, 1, 0]])
+    assert s[0, 9] == pytest.approx(np.log(2.0))
+    assert s[0, 10] == pytest.approx((np.log(80 * 40) - 8) / 2)
+    with pytest.raises(InvalidParameterError):
+        candidate_scalars(np.array([0]), boxes[:1], pitch_yx=(1, 1), side_mm=np.array([30.0]), kind=0, nc=3)
+
+
+def test_combined_score_needs_both_stages():
+    y = np.array([0.81, 0.81, 0.04])
+    p = np.array([[0.0, 0.0, 1.0, 0, 0], [0.9, 0.1, 0.0, 0, 0], [0.0, 1.0, 0.0, 0, 0]])
+    c = np.array([1, 1, 0])
+    np.testing.assert_allclose(combine_scores(y, p, c), [0.9, 0.0, 0.2], atol=1e-7)
+    np.testing.assert_allclose(combine_scores(y, p, c, how="rescorer"), [1.0, 0.0, 1.0])
+    with pytest.raises(InvalidParameterError):
+        combine_scores(y, p, c, how="max")
+
+
+@pytest.mark.parametrize("bad", [{"combine": "max"}, {"file": "../x.onnx"}, {"crop": 8}, {"context": 0.5}, {"colour": 1}])
+def test_config_errors_name_the_problem(bad):
+    with pytest.raises(ModelError, match="rescorer"):
+        RescorerConfig.from_dict({**CFG.to_dict(), **bad})
+
+
+# -- two-stage folders (torch: the train extra) -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torch_available():
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, make_scan):
+    """Two disjoint folders of labelled synthetic scans (a third of them negatives)."""
+    from nii.containers import Truth
+    from nii.dataset.synthetic import synthetic_image
+    from nii.io import write_hdf5
+
+    root = tmp_path_factory.mktemp("two-stage")
+    out = []
+    for name, seed in (("train", 11), ("cal", 12)):
+        folder = root / name / "scans"
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(seed)
+        for i in range(18):
+            n = 0 if i % 3 == 0 else 2
+            img, boxes, names = synthetic_image(128, rng=rng, n_objects=n, n_clutter=4)
+            scan = make_scan(img)
+            if n:
+                scan = dataclasses.replace(scan, truth=Truth(boxes, tuple(names)))
+            write_hdf5(scan, folder / f"s_{i:03d}.h5")
+        out.append(folder.parent)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_stage(torch_available, demo_dir, labelled, tmp_path_factory):
+    from nii.detect.rescore_train import build_two_stage
+
+    train, cal = labelled
+    out = tmp_path_factory.mktemp("models") / "demo-2s"
+    return build_two_stage(demo_dir, out, data=[train], calibrate=[cal], test=cal, epochs=1, seed=1, threads=1)
+
+
+@pytest.mark.train
+def test_two_stage_folder_loads_and_is_described(two_stage, demo_dir):
+    from nii.detect import Detector
+
+    det = Detector.load(two_stage)
+    assert det.rescorer is not None
+    sums = (two_stage / "SHA256SUMS").read_text()
+    assert "rescorer.onnx" in sums and "run.sh" not in sums
+    d = det.describe()
+    assert d["second_stage"]["file"] == "rescorer.onnx" and len(d["second_stage"]["sha256"]) == 64
+    cfg = json.loads((two_stage / "config.json").read_text())
+    assert cfg["second_stage_of"] == demo_dir.name and cfg["rescorer"]["combine"] == "geo"
+    info = json.loads((two_stage / "rescorer_info.json").read_text())
+    assert info["onnx_vs_torch_max_abs"] < 1e-3 and info["candidates"]["scans"] == 18
+    assert sum(info["candidates"]["by_label"].values()) == info["candidates"]["candidates"]
+    assert (two_stage / "metrics.json").is_file()
+    card = (two_stage / "MODEL_CARD.md").read_text()
+    assert card.startswith("# Model card: demo-2s") and "## Source model card (demo-tiny)" in card
+
+
+@pytest.mark.train
+def test_final_score_is_the_geometric_mean_of_both_stages(two_stage, demo_detector, labelled):
+    from nii.detect import Detector
+    from nii.io import read
+
+    det = Detector.load(two_stage)
+    scan = read(sorted((labelled[1] / "scans").iterdir())[1])
+    yb, ys, yc = demo_detector.candidates(scan, conf=0.0)
+    crops, side = crop_candidates(scan, yb, config=det.rescorer.config)
+    sc = candidate_scalars(yc, yb, pitch_yx=scan.pixel_pitch_mm, side_mm=side, kind=input_kind_index(scan))
+    p = det.rescorer.probabilities(crops, sc)
+    expect = np.sqrt(ys * p[np.arange(len(yc)), yc + 1])
+    _, s, c = det.candidates(scan, conf=0.0)
+    order = np.argsort(-expect, kind="stable")
+    np.testing.assert_allclose(s, expect[order], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(c, yc[order])
+    # conf applies to the final score
+    _, s2, _ = det.candidates(scan, conf=float(np.median(s)) if len(s) else 0.5)
+    assert np.all(s2 >= (np.median(s) if len(s) else 0.5))
+
+
+@pytest.mark.train
+def test_thresholds_are_calibrated_on_final_scores(two_stage, labelled):
+    from nii.detect import Detector
+    from nii.detect.evaluate import collect, image_class_max
+
+    det = Detector.load(two_stage)
+    recs = [r for r in collect(det, labelled[1]) if r.negative]
+    expect = np.array([image_class_max(r, det.config.nc) for r in recs], np.float32)
+    np.testing.assert_allclose(det.thresholds.neg_scores, expect, atol=1e-5)  # stored to 5 decimals
+
+
+@pytest.mark.train
+def test_a_tampered_or_unlisted_second_stage_is_refused(two_stage, tmp_path):
+    import shutil
+
+    from nii.detect import Detector
+
+    bad = tmp_path / "bad"
+    shutil.copytree(two_stage, bad)
+    with open(bad / "rescorer.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelError, match="SHA-256 mismatch"):
+        Detector.load(bad)
+    unlisted = tmp_path / "unlisted"
+    shutil.copytree(two_stage, unlisted)
+    sums = unlisted / "SHA256SUMS"
+    sums.write_text("".join(ln + "\n" for ln in sums.read_text().splitlines() if "rescorer.onnx" not in ln))
+    with pytest.raises(ModelError, match="not listed"):
+        Detector.load(unlisted)
+
+
+@pytest.mark.train
+def test_build_refuses_overlapping_data_and_two_stage_sources(torch_available, two_stage, demo_dir, labelled, tmp_path):
+    from nii.detect.rescore_train import build_two_stage
+
+    with pytest.raises(InvalidParameterError, match="must differ"):
+        build_two_stage(demo_dir, tmp_path / "x", data=[labelled[0]], calibrate=[labelled[0]])
+    with pytest.raises(InvalidParameterError, match="already has a second stage"):
+        build_two_stage(two_stage, tmp_path / "y", data=[labelled[0]], calibrate=[labelled[1]])
+    with pytest.raises(InvalidParameterError, match="already exists"):
+        build_two_stage(demo_dir, two_stage, data=[labelled[0]], calibrate=[labelled[1]])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.slow
+def test_extraction_with_workers_equals_one_process(demo_detector, labelled):
+    from nii.detect.rescore_train import extract_candidates
+
+    one = extract_candidates(demo_detector, [labelled[0]], config=CFG)
+    two = extract_candidates(demo_detector, [labelled[0]], config=CFG, workers=2)
+    assert one.counts == two.counts and one.counts["scans"] == 18 and one.counts["candidates"] > 0
+    np.testing.assert_array_equal(one.crops, two.crops)
+    np.testing.assert_array_equal(one.scalars, two.scalars)
+    np.testing.assert_array_equal(one.labels, two.labels)
+
+
+@pytest.mark.train
+def test_other_model_tools_keep_or_refuse_the_second_stage(two_stage, labelled, tmp_path):
+    from nii.detect import Detector
+    from nii.detect.quantize import quantize_model
+    from nii.detect.recalibrate import recalibrate_model
+
+    out = recalibrate_model(two_stage, tmp_path / "site", data=[labelled[1]], overlap=16)
+    det = Detector.load(out)
+    assert det.rescorer is not None and det.config.overlap == 16
+    assert "rescorer.onnx" in (out / "SHA256SUMS").read_text()
+    with pytest.raises(InvalidParameterError, match="two-stage model"):
+        quantize_model(two_stage, tmp_path / "q", data=labelled[1])
+    assert not (tmp_path / "q").exists()
