@@ -101,8 +101,8 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
 
     cfg = det.config
     det.detect(scan)  # warm-up (session, caches)
-    t_total, t_enc, t_inf, t_post, t_ev, t_py, t_copy = [], [], [], [], [], [], []
-    n_tiles = n_live = 0
+    t_total, t_enc, t_inf, t_post, t_ev, t_py, t_copy, t_2nd = [], [], [], [], [], [], [], []
+    n_tiles = n_live = n_cand = 0
     for _ in range(repeat):
         t0 = time.perf_counter()
         dets = det.detect(scan)
@@ -128,6 +128,11 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         raw = raw.take(nms_class_aware(raw.boxes, raw.scores, raw.class_ids, iou=cfg.nms_iou))
         raw = merge_tile_fragments(raw)
         t_post.append(time.perf_counter() - t0)
+        if det.rescorer is not None:  # the second stage on every candidate down to min_conf
+            t0 = time.perf_counter()
+            det.rescorer.rescore(scan, det._to_scan_frame(raw.boxes, scan, enc.shape[:2]), raw.scores, raw.class_ids)
+            t_2nd.append(time.perf_counter() - t0)
+            n_cand = len(raw.scores)
         t0 = time.perf_counter()
         boxes = det._to_scan_frame(raw.boxes[: 10], scan, enc.shape[:2])
         for bx in boxes:
@@ -141,6 +146,7 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         enc.copy()
         tiles.copy()
         t_copy.append(time.perf_counter() - t0)
+    second = {} if not t_2nd else {"stage_second_stage": _pct(t_2nd), "second_stage_candidates": int(n_cand)}
     return {
         "scan_shape": list(scan.shape),
         "scan_pitch_mm": list(scan.pixel_pitch_mm),
@@ -154,6 +160,7 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         "stage_inference": _pct(t_inf),
         "stage_decode_nms_merge": _pct(t_post),
         "stage_evidence_anomalies": _pct(t_ev),
+        **second,
         "baseline_python_postprocess": _pct(t_py),
         "memory_copy_bound": _pct(t_copy),
         "inference_per_tile_ms": round(float(np.median(t_inf)) * 1e3 / max(n_live, 1), 2),
