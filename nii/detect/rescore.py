@@ -249,9 +249,15 @@ class Rescorer:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime cannot load the second stage: {exc}", path=self.path) from exc
-        names = [i.name for i in self.session.get_inputs()]
+        inputs = self.session.get_inputs()
+        names = [i.name for i in inputs]
         if names != ["crops", "scalars"]:
             raise ModelError(f"second stage inputs must be ['crops', 'scalars'], got {names}", path=self.path)
+        crop_shape, sc_shape = list(inputs[0].shape), list(inputs[1].shape)
+        if crop_shape[1:] != [3, config.crop, config.crop]:
+            raise ModelError(f"second stage takes crops {crop_shape[1:]}, config.json says {[3, config.crop, config.crop]}", path=self.path)
+        if sc_shape[1:] != [N_SCALARS]:
+            raise ModelError(f"second stage takes {sc_shape[1:]} scalars, this nii computes {N_SCALARS}", path=self.path)
 
     def probabilities(self, crops: np.ndarray, scalars: np.ndarray, *, batch: int = 64) -> np.ndarray:
         """Class probabilities ``(N, 1 + nc)`` of uint8 crops ``(N, S, S, 3)``."""

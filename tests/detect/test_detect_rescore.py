@@ -275,3 +275,20 @@ def test_other_model_tools_keep_or_refuse_the_second_stage(two_stage, labelled, 
     with pytest.raises(InvalidParameterError, match="two-stage model"):
         quantize_model(two_stage, tmp_path / "q", data=labelled[1])
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.train
+def test_a_second_stage_that_does_not_fit_its_config_is_refused(two_stage, tmp_path):
+    import shutil
+
+    from nii.detect import Detector
+    from nii.detect.detector import write_sha256sums
+
+    bad = tmp_path / "bad-crop"
+    shutil.copytree(two_stage, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["rescorer"]["crop"] = 64
+    (bad / "config.json").write_text(json.dumps(cfg))
+    write_sha256sums(bad)
+    with pytest.raises(ModelError, match=r"takes crops \[3, 96, 96\], config.json says \[3, 64, 64\]"):
+        Detector.load(bad)
