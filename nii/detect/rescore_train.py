@@ -254,7 +254,8 @@ def build_two_stage(
         # the export must compute what torch computes
         k = np.random.default_rng(seed).choice(cs.labels.size, size=min(256, cs.labels.size), replace=False)
         p_t = rt.predict(net, cs.crops[k], cs.scalars[k])
-        p_o = Rescorer(work / cfg_r.file, cfg_r, threads=threads, nc=det.config.nc).probabilities(cs.crops[k], cs.scalars[k])
+        second = Rescorer(work / cfg_r.file, cfg_r, threads=threads, nc=det.config.nc)
+        p_o = second.probabilities(cs.crops[k], cs.scalars[k])
         dev = float(np.abs(p_t - p_o).max()) if k.size else 0.0
         if dev > 1e-3:
             raise ModelError(f"the ONNX export of the second stage differs from torch by {dev:.2g}", path=work / cfg_r.file)
@@ -263,8 +264,7 @@ def build_two_stage(
         extra["second_stage_of"] = src.name
         cfg = dataclasses.replace(det.config, name=out.name, extra=extra)
         atomic_write_text(work / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
-        two = Detector(work, cfg, det.thresholds, det.backend, det.model_hash, batch_size=det.batch_size,
-                       rescorer=Rescorer(work / cfg_r.file, cfg_r, threads=threads, nc=det.config.nc))
+        two = Detector(work, cfg, det.thresholds, det.backend, det.model_hash, batch_size=det.batch_size, rescorer=second)
         say(f"calibrating on the final scores of {', '.join(map(str, calibrate))}")
         th = recalibrated_thresholds(two, calibrate)
         th.save(work / "thresholds.json")
