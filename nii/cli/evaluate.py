@@ -79,6 +79,9 @@ def _handle(args) -> int:
         per = ", ".join(f"{c} {with_ci(d, 'recall')} (with the model {d.get('found_by_model_or_cue')})" for c, d in a["classes"].items())
         con.print(f"material-anomaly cue: objects covered {per}; {a['anomalies_per_negative_scan']} regions per negative scan, "
                   f"{with_ci(a, 'negative_scans_with_anomaly')} of negative scans with any")
+    for k, d in sorted(metrics.get("by_object_kind", {}).items(), key=lambda kv: (str(kv[1]["class"]), kv[0])):
+        con.print(f"object kind {k} ({d['class']}): {d['n_objects']} objects, Pd@op {d.get('pd_at_operating_point')}, "
+                  f"Pd@1%FAR {d.get('pd_at_far_1pct')}, with any candidate {d.get('candidate_rate')}")
     for key in ("by_input_kind", "by_scenario_family"):
         for g, m in metrics.get(key, {}).items():
             pds = ", ".join(f"{c} {d.get('pd_at_operating_point')}" for c, d in m["classes"].items())

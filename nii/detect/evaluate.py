@@ -53,6 +53,7 @@ __all__ = [
     "collect",
     "evaluate_anomalies",
     "evaluate_records",
+    "by_object_kind",
     "wilson_interval",
     "write_plots",
 ]
@@ -99,6 +100,8 @@ class ImageRecord:
     family: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     scenario: str = ""
+    #: the simulator's catalogue phantom of each truth box (``tusk``, ``scale_pile``...), when known
+    gt_kinds: tuple[str, ...] = ()
 
     @property
     def negative(self) -> bool:
@@ -236,6 +239,7 @@ def collect(
             gc = np.array([classes.index(truth.classes[j]) for j in keep], np.int64)
         boxes, scores, cls = detector.candidates(scan)
         meta = dict(scan.metadata or {})
+        kinds = _target_kinds(meta, truth, keep if truth is not None else [])
         rec_meta: dict[str, Any] = {"path": str(f)}
         if anomalies:
             from .evidence import AnomalyConfig, material_anomalies
@@ -245,11 +249,25 @@ def collect(
             rec_meta["anomaly_boxes"] = np.array([a.box_px for a in found], np.float32).reshape(-1, 4)
         records.append(
             ImageRecord(f.stem, boxes, scores, cls, gb, gc, kind=_kind_of(scan), family=str(meta.get("family", meta.get("scenario", ""))),
-                        meta=rec_meta, scenario=str(meta.get("scenario", "")))
+                        meta=rec_meta, scenario=str(meta.get("scenario", "")), gt_kinds=kinds)
         )
         if progress:
             progress(i + 1, len(files))
     return records
+
+
+def _target_kinds(meta: dict[str, Any], truth: Any, keep: Sequence[int]) -> tuple[str, ...]:
+    """The phantom kind of each kept truth box, from a simulated scan's metadata (``()`` if unknown).
+
+    ``nii dataset build`` writes ``target_kinds`` at the top level, ``nii sim`` under
+    ``simulation``; either list is in truth order. A list of another length than the truth (a scan
+    edited since) is ignored rather than misaligned.
+    """
+    sim = meta.get("simulation")
+    kinds = meta.get("target_kinds", sim.get("target_kinds") if isinstance(sim, dict) else None)
+    if truth is None or not isinstance(kinds, (list, tuple)) or len(kinds) != len(truth.classes):
+        return ()
+    return tuple(str(kinds[j]) for j in keep)
 
 
 def _tile_kinds(folder: Path) -> dict[str, dict[str, str]]:
@@ -381,6 +399,9 @@ def evaluate_records(
         if all_s.size:
             out["pd_at_operating_point_all"] = _r(float(np.mean(all_s >= thr[all_c])))
     if by:
+        kinds = by_object_kind(records, classes, all_s, all_c, neg_max, thresholds=thresholds)
+        if kinds:
+            out["by_object_kind"] = kinds
         for attr, key in (("kind", "by_input_kind"), ("family", "by_scenario_family"), ("scenario", "by_scenario")):
             groups = sorted({getattr(r, attr) for r in records})
             if len(groups) > 1 or (groups and groups[0]):
@@ -388,6 +409,48 @@ def evaluate_records(
                     g: _slim(evaluate_records([r for r in records if getattr(r, attr) == g], classes, thresholds=thresholds, iou=iou, by=False))
                     for g in groups
                 }
+    return out
+
+
+def by_object_kind(
+    records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    gt_scores: np.ndarray,
+    gt_class_ids: np.ndarray,
+    neg_max: np.ndarray,
+    *,
+    thresholds: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Pd per simulated object kind (``tusk``, ``chopsticks``, ``scale_pile``...), at the class thresholds.
+
+    The thresholds are the whole folder's (``pd_at_far_*``: the class's threshold at that FAR on
+    all negatives; ``pd_at_operating_point``: ``thresholds``), so the kinds of one class add up to
+    the class's Pd. ``candidate_rate`` is the share of objects with any same-class candidate at
+    all (score > 0, down to the model's ``min_conf``): a low rate means the network does not see
+    the object, not that the threshold is too high. Empty when the records carry no kinds (real
+    scans, or all objects of a record must have one).
+    """
+    if not records or any(len(r.gt_kinds) != len(r.gt_class_ids) for r in records) or gt_scores.size == 0:
+        return {}
+    kinds = np.array([k for r in records for k in r.gt_kinds], dtype=object)
+    out: dict[str, Any] = {}
+    for kind in sorted(set(kinds.tolist())):
+        m = kinds == kind
+        cs = sorted(set(gt_class_ids[m].tolist()))
+        d: dict[str, Any] = {"class": classes[cs[0]] if len(cs) == 1 else [classes[c] for c in cs], "n_objects": int(m.sum())}
+        s, c = gt_scores[m], gt_class_ids[m]
+        for key, far in _FAR_POINTS.items():
+            if neg_max.shape[0] == 0:
+                d[key] = None
+                continue
+            t = np.array([threshold_for_far(neg_max[:, k], far, floor=1e-6) for k in range(len(classes))], np.float32)
+            d[key] = _r(float(np.mean(s >= t[c])))
+        if thresholds is not None:
+            hit = s >= np.asarray(thresholds, np.float32)[c]
+            d["pd_at_operating_point"] = _r(float(np.mean(hit)))
+            d["pd_at_operating_point_ci95"] = _ci(hit)
+        d["candidate_rate"] = _r(float(np.mean(s > 0)))
+        out[kind] = d
     return out
 
 

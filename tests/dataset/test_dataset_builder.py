@@ -96,6 +96,17 @@ def test_build_a_tiny_dataset(tmp_path):
     assert len(scans) == 3 and len(list((root / "val" / "scans").glob("*.h5"))) == 3
     s = read(scans[0])
     assert s.metadata["split"] == "test" and s.metadata["input_kind"] in ("dual_energy", "pseudocolor", "greyscale")
+    # every scan names the phantom behind each truth box, in truth order (Pd by object kind)
+    from nii.sim.scenes import _IVORY_RAW, _IVORY_WORKED, _RHINO, _SCALES
+
+    seen = []
+    for f in scans + sorted((root / "val" / "scans").glob("*.h5")):
+        sc = read(f)
+        kinds = sc.metadata["target_kinds"]
+        assert len(kinds) == len(sc.truth.classes)
+        assert all(k in (*_IVORY_RAW, *_IVORY_WORKED, *_SCALES, *_RHINO, "scale_sack") for k in kinds)
+        seen += kinds
+    assert seen  # seed 5 places targets in some of these scans
     # tiles are at the detector pitch and size
     from nii.dataset.yolo import read_tile
 

@@ -14,6 +14,7 @@ from nii.detect.evaluate import (
     evaluate_anomalies,
     evaluate_records,
     wilson_interval,
+    _target_kinds,
     write_plots,
 )
 from nii.errors import InvalidParameterError
@@ -73,6 +74,45 @@ def test_metrics_of_a_known_case():
     assert set(m["by_input_kind"]) == {"dual_energy", "pseudocolor"}
     assert m["by_scenario_family"]["negative"]["n_images"] == 100
     assert c["froc"] and all(0 <= p["pd"] <= 1 for p in c["froc"])
+
+
+def test_pd_by_object_kind_uses_the_class_thresholds():
+    recs = []
+    # ivory: two tusks found (0.9), two chopsticks missed (one weak candidate 0.2, one nothing)
+    for i, (s, kind) in enumerate([(0.9, "tusk"), (0.9, "tusk"), (0.2, "chopsticks"), (None, "chopsticks")]):
+        boxes, scores, cls = ([[10, 10, 50, 50]], [s], [0]) if s is not None else ((), (), ())
+        recs.append(ImageRecord(str(i), np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
+                                np.asarray(cls, np.int64), np.array([[10, 10, 50, 50]], np.float32), np.array([0]), gt_kinds=(kind,)))
+    # pangolin: a pile found at 0.6, which the operating point (0.7) misses
+    recs.append(ImageRecord("p", np.array([[0, 0, 40, 40]], np.float32), np.array([0.6], np.float32), np.array([1]),
+                            np.array([[0, 0, 40, 40]], np.float32), np.array([1]), gt_kinds=("scale_pile",)))
+    recs += [_rec(100 + i, [[0, 0, 5, 5]], [0.1], [0]) for i in range(100)]  # negatives carry no kinds: fine
+    m = evaluate_records(recs, CLASSES, thresholds=np.array([0.5, 0.7]))
+    json.dumps(m)
+    k = m["by_object_kind"]
+    assert set(k) == {"tusk", "chopsticks", "scale_pile"}
+    assert {key: k["tusk"][key] for key in ("class", "n_objects", "pd_at_operating_point", "pd_at_far_1pct", "candidate_rate")} == {
+        "class": "ivory", "n_objects": 2, "pd_at_operating_point": 1.0, "pd_at_far_1pct": 1.0, "candidate_rate": 1.0}
+    assert k["chopsticks"]["pd_at_operating_point"] == 0.0 and k["chopsticks"]["candidate_rate"] == 0.5
+    assert k["scale_pile"]["class"] == "pangolin_scales"
+    assert k["scale_pile"]["pd_at_operating_point"] == 0.0 and k["scale_pile"]["pd_at_far_1pct"] == 1.0
+    # the kinds of a class add up to the class
+    ivory = m["classes"]["ivory"]
+    assert ivory["pd_at_operating_point"] == pytest.approx((2 * 1.0 + 2 * 0.0) / 4)
+    # records without kinds (real scans): no breakdown rather than a wrong one
+    plain = [ImageRecord(r.image_id, r.boxes, r.scores, r.class_ids, r.gt_boxes, r.gt_class_ids) for r in recs]
+    assert "by_object_kind" not in evaluate_records(plain, CLASSES, thresholds=np.array([0.5, 0.7]))
+
+
+def test_target_kinds_follow_the_kept_truth_and_refuse_a_mismatch():
+    from nii.containers import Truth
+
+    t = Truth(np.zeros((3, 4), np.float32), ("ivory", "glass", "pangolin_scales"))
+    assert _target_kinds({"target_kinds": ["tusk", "vase", "scale_pile"]}, t, [0, 2]) == ("tusk", "scale_pile")
+    assert _target_kinds({"simulation": {"target_kinds": ["tusk", "vase", "scale_pile"]}}, t, [0]) == ("tusk",)
+    assert _target_kinds({"target_kinds": ["tusk"]}, t, [0, 2]) == ()
+    assert _target_kinds({}, t, [0]) == ()
+    assert _target_kinds({"target_kinds": ["tusk", "vase", "scale_pile"]}, None, []) == ()
 
 
 def test_wilson_interval_against_known_values():
@@ -148,3 +188,17 @@ def test_plots(tmp_path):
     assert [p.name for p in paths] == ["pr_curve.png", "confusion_matrix.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_model_card_lists_pd_by_object_kind():
+    from nii.detect.recalibrate import card_object_kinds, card_test_metrics
+
+    m = {"classes": {"ivory": {"pd_at_far_1pct": 0.5}}, "far_images": 0.01,
+         "by_object_kind": {"tusk": {"class": "ivory", "n_objects": 4, "pd_at_operating_point": 0.25,
+                                     "pd_at_operating_point_ci95": [0.05, 0.7], "pd_at_far_1pct": 0.5,
+                                     "pd_at_far_5pct": 0.75, "candidate_rate": 1.0}}}
+    lines = card_object_kinds(m)
+    row = next(ln for ln in lines if ln.startswith("| tusk "))
+    assert "| ivory | 4 |" in row and "25" in row and "100" in row
+    assert row in card_test_metrics(m)
+    assert card_object_kinds({"classes": {}}) == []
