@@ -16,7 +16,10 @@
 # train_log.csv. BUDGET_S caps the whole script: training gets what the dataset build leaves.
 # INIT/OPT/LR0/WARMUP/MOSAIC/CLOSE/FIRST configure a continuation run from earlier weights on new
 # scenes (nii-yolo11n-v6's stage two: see its run.sh). EPOCHS replaces the time cap by a fixed
-# epoch count, for a reproduction on hardware of another speed.
+# epoch count, for a reproduction on hardware of another speed. PITCH/TILE/MODEL change the input
+# (detector pitch in mm, tile size = image size) and the network for experiments; the defaults
+# are every committed model's (3 mm, 320 px, yolo11n). A model at another pitch needs validation
+# and test splits built at that pitch to be packaged (`nii train --from-weights` checks).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
@@ -38,11 +41,14 @@ CACHE=${CACHE:-}          # ram or disk: decoded tiles cached for the data loade
 EPOCHS=${EPOCHS:-}        # set: train exactly this many epochs, ignoring BUDGET_S (reproduction on other hardware)
 FIRST=${FIRST:-0}         # first training scene: FIRST=6000 N_TRAIN=6000 gives 6,000 scenes v4 never saw
 MARGIN_S=${MARGIN_S:-50}
+PITCH=${PITCH:-3.0}
+TILE=${TILE:-320}
+MODEL=${MODEL:-yolo11n}
 t0=$(date +%s)
 
 # one numba/OpenMP thread per builder process: the parallelism is across processes
 NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 "$PY" -m nii -v dataset build --out "$DATA" --seed 2026 --n-train "$N_TRAIN" --train-first-index "$FIRST" --n-val 24 --n-test 0 \
-    --pitch-mm 3.0 --tile 320 --overlap 64 --held-out timber --kinds 0.7,0.15,0.15 \
+    --pitch-mm "$PITCH" --tile "$TILE" --overlap 64 --held-out timber --kinds 0.7,0.15,0.15 \
     --train-targets 1,3 --target-crops 1 --workers "$WORKERS"
 
 if [ -n "$EPOCHS" ]; then
@@ -57,7 +63,7 @@ else
     echo "dataset built in $(( $(date +%s) - t0 )) s; training for ${hours} h" >&2
 fi
 
-"$PY" -m nii -v train --data "$DATA" --out "$OUTW" --weights-only --model yolo11n --imgsz 320 \
+"$PY" -m nii -v train --data "$DATA" --out "$OUTW" --weights-only --model "$MODEL" --imgsz "$TILE" \
     "${limit[@]}" --batch "$BATCH" --seed 2026 --workers $(( WORKERS > 2 ? WORKERS - 2 : WORKERS )) \
     --device "$DEVICE" --close-mosaic "$CLOSE" --mosaic "$MOSAIC" --optimizer "$OPT" ${LR0:+--lr0 "$LR0"} \
     --warmup-epochs "$WARMUP" ${INIT:+--init-weights "$INIT"} ${CACHE:+--cache "$CACHE"} --work-dir "runs/nii-yolo11n-v4"
