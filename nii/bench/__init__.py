@@ -7,6 +7,6 @@ Modules are discovered by name from :data:`BENCHMARKS`; missing ones are skipped
 from __future__ import annotations
 
 #: Benchmark module names (``nii/bench/<name>.py``), in the order ``nii bench --help`` lists them.
-BENCHMARKS = ("preprocess", "imaging", "simulate", "detect", "e2e")
+BENCHMARKS = ("preprocess", "imaging", "simulate", "detect", "networks", "e2e")
 
 __all__ = ["BENCHMARKS"]

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import FileAccessError, InvalidParameterError, ModelError
 
-__all__ = ["TorchBackend", "available", "export_onnx", "model_yaml", "predict_ultralytics", "settings_dir", "train"]
+__all__ = ["TorchBackend", "available", "export_architecture_onnx", "export_onnx", "model_yaml", "predict_ultralytics", "settings_dir", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +310,28 @@ def export_onnx(pt: str | os.PathLike, out: str | os.PathLike, *, imgsz: int, op
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(produced), str(out))
+    return out
+
+
+def export_architecture_onnx(scale: str, out: str | os.PathLike, *, nc: int, imgsz: int) -> Path:
+    """Export an *untrained* network of ``scale`` (random weights, seed 0) to ONNX at ``out``.
+
+    For cost measurements (``nii bench networks``): inference time does not depend on the weights.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="nii-arch-") as tmp:
+        yaml_path = model_yaml(scale, nc=nc, out_dir=tmp)
+        with _contained():
+            import torch
+            from ultralytics import YOLO
+
+            torch.manual_seed(0)
+            produced = Path(YOLO(str(yaml_path), task="detect").export(format="onnx", imgsz=int(imgsz), dynamic=True,
+                                                                        simplify=True, device="cpu"))
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(produced), str(out))
     return out
 
 
