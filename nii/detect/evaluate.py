@@ -50,10 +50,10 @@ __all__ = [
     "ImageRecord",
     "best_match_scores",
     "box_iou",
+    "by_object_kind",
     "collect",
     "evaluate_anomalies",
     "evaluate_records",
-    "by_object_kind",
     "wilson_interval",
     "write_plots",
 ]

@@ -260,8 +260,8 @@ def card_object_kinds(metrics: dict[str, Any]) -> list[str]:
     if not kinds:
         return []
     L = ["### Pd by object kind", "",
-         "The simulator's phantom behind each truth object, at the class thresholds above; 'candidates': the share "
-         "with any same-class candidate at all (down to the model's min_conf).", "",
+         ("The simulator's phantom behind each truth object, at the class thresholds above; 'candidates': the share "
+          "with any same-class candidate at all (down to the model's min_conf)."), "",
          "| object kind | class | objects | Pd at the operating point | Pd @ 1 % FAR | Pd @ 5 % FAR | candidates |",
          "|---|---|---|---|---|---|---|"]
     for k, d in sorted(kinds.items(), key=lambda kv: (str(kv[1]["class"]), kv[0])):

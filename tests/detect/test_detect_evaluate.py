@@ -9,12 +9,12 @@ import pytest
 
 from nii.detect.evaluate import (
     ImageRecord,
+    _target_kinds,
     best_match_scores,
     box_iou,
     evaluate_anomalies,
     evaluate_records,
     wilson_interval,
-    _target_kinds,
     write_plots,
 )
 from nii.errors import InvalidParameterError
