@@ -427,24 +427,22 @@ def by_object_kind(
     all negatives; ``pd_at_operating_point``: ``thresholds``), so the kinds of one class add up to
     the class's Pd. ``candidate_rate`` is the share of objects with any same-class candidate at
     all (score > 0, down to the model's ``min_conf``): a low rate means the network does not see
-    the object, not that the threshold is too high. Empty when the records carry no kinds (real
-    scans, or all objects of a record must have one).
+    the object, not that the threshold is too high. Empty unless every truth object carries a
+    kind (scans simulated by nii do; real scans do not).
     """
     if not records or any(len(r.gt_kinds) != len(r.gt_class_ids) for r in records) or gt_scores.size == 0:
         return {}
     kinds = np.array([k for r in records for k in r.gt_kinds], dtype=object)
+    far_thr = {key: np.array([threshold_for_far(neg_max[:, k], far, floor=1e-6) for k in range(len(classes))], np.float32)
+               for key, far in _FAR_POINTS.items()} if neg_max.shape[0] else {}
     out: dict[str, Any] = {}
     for kind in sorted(set(kinds.tolist())):
         m = kinds == kind
         cs = sorted(set(gt_class_ids[m].tolist()))
         d: dict[str, Any] = {"class": classes[cs[0]] if len(cs) == 1 else [classes[c] for c in cs], "n_objects": int(m.sum())}
         s, c = gt_scores[m], gt_class_ids[m]
-        for key, far in _FAR_POINTS.items():
-            if neg_max.shape[0] == 0:
-                d[key] = None
-                continue
-            t = np.array([threshold_for_far(neg_max[:, k], far, floor=1e-6) for k in range(len(classes))], np.float32)
-            d[key] = _r(float(np.mean(s >= t[c])))
+        for key in _FAR_POINTS:
+            d[key] = _r(float(np.mean(s >= far_thr[key][c]))) if far_thr else None
         if thresholds is not None:
             hit = s >= np.asarray(thresholds, np.float32)[c]
             d["pd_at_operating_point"] = _r(float(np.mean(hit)))
