@@ -326,9 +326,10 @@ def export_architecture_onnx(scale: str, out: str | os.PathLike, *, nc: int, img
             import torch
             from ultralytics import YOLO
 
-            torch.manual_seed(0)
-            produced = Path(YOLO(str(yaml_path), task="detect").export(format="onnx", imgsz=int(imgsz), dynamic=True,
-                                                                        simplify=True, device="cpu"))
+            with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
+                torch.manual_seed(0)
+                produced = Path(YOLO(str(yaml_path), task="detect").export(format="onnx", imgsz=int(imgsz), dynamic=True,
+                                                                            simplify=True, device="cpu"))
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(produced), str(out))
