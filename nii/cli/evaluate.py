@@ -82,6 +82,9 @@ def _handle(args) -> int:
     for k, d in sorted(metrics.get("by_object_kind", {}).items(), key=lambda kv: (str(kv[1]["class"]), kv[0])):
         con.print(f"object kind {k} ({d['class']}): {d['n_objects']} objects, Pd@op {d.get('pd_at_operating_point')}, "
                   f"Pd@1%FAR {d.get('pd_at_far_1pct')}, with any candidate {d.get('candidate_rate')}")
+    for k, d in metrics.get("by_object_mass", {}).items():
+        con.print(f"object mass {k}: {d['n_objects']} objects, Pd@op {d.get('pd_at_operating_point')}, "
+                  f"Pd@1%FAR {d.get('pd_at_far_1pct')}, with any candidate {d.get('candidate_rate')}")
     for key in ("by_input_kind", "by_scenario_family"):
         for g, m in metrics.get(key, {}).items():
             pds = ", ".join(f"{c} {d.get('pd_at_operating_point')}" for c, d in m["classes"].items())

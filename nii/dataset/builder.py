@@ -26,9 +26,10 @@ Design:
   ``greyscale`` single-energy rendering through the same decoder the reader uses
   (:func:`nii.io.rendered.scan_from_8bit`); the test split records the kind of every scan so
   metrics are reported per input kind.
-* **Object kinds**: every val/test scan's metadata names the catalogue phantom behind each truth
-  box (``target_kinds``, in truth order: ``tusk``, ``chopsticks``, ``scale_pile``...), so that
-  ``nii evaluate`` reports Pd per object kind as well as per class.
+* **Object kinds and masses**: every val/test scan's metadata names the catalogue phantom behind
+  each truth box (``target_kinds``, in truth order: ``tusk``, ``chopsticks``, ``scale_pile``...)
+  and its whole mass in grams (``target_mass_g``), so that ``nii evaluate`` reports Pd per
+  object kind and per class and mass band as well as per class.
 * Tiles are cut at the detector pitch with the detector's own tiler; a tile keeps the boxes of
   objects at least ``min_visible`` visible in it, and tiles without objects are kept with
   probability ``negative_tile_keep``.
@@ -279,6 +280,8 @@ def _make_scene(cfg: BuildConfig, split: str, index: int, root: Path) -> list[di
         "confusers": scene.metadata.get("confusers", []),
         # the catalogue phantom of each truth box, in truth order (evaluation breaks Pd down by it)
         "target_kinds": list(scene.metadata.get("target_kinds", [])),
+        # and its mass in grams (evaluation breaks Pd down by mass band)
+        "target_mass_g": list(scene.metadata.get("target_mass_g", [])),
     }
     raw = form_image(scene.stack, sim_prof, seed=rng, scan_id=scan_id, truth=scene.truth, metadata=meta)
     kind = INPUT_KINDS[int(rng.choice(3, p=np.asarray(cfg.kind_weights) / sum(cfg.kind_weights)))]

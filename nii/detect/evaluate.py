@@ -21,6 +21,10 @@ Definitions (also in the model card):
   any anomaly kind; the cue is an attention aid, not a classifier), the share found by the model
   at its operating point *or* the cue (what an operator is pointed at), and the anomaly burden
   on negative scans (mean regions per scan, share of scans with any).
+* **By object kind / mass band** (``by_object_kind``, ``by_object_mass``; simulated scans only):
+  Pd of the objects of one catalogue phantom (``tusk``, ``scale_pile``...) or of one class and
+  mass band (``ivory 1-10 kg``; the whole object's mass from the simulator), at the class
+  thresholds of the whole folder, with the share that gets any same-class candidate at all.
 * ``*_ci95``: 95 % Wilson score intervals ``[lo, hi]`` of a Pd (over the class's objects) or of
   ``far_images`` (over the negative images), so that a reader sees what the split can resolve.
   They treat objects as independent and a threshold as fixed: they understate the spread where
@@ -50,10 +54,13 @@ __all__ = [
     "ImageRecord",
     "best_match_scores",
     "box_iou",
+    "MASS_BANDS",
     "by_object_kind",
+    "by_object_mass",
     "collect",
     "evaluate_anomalies",
     "evaluate_records",
+    "mass_band",
     "wilson_interval",
     "write_plots",
 ]
@@ -64,6 +71,8 @@ IOU_PD = 0.3
 #: An anomaly region counts for a truth object when it covers at least this share of its box.
 ANOMALY_COVER = 0.3
 _FAR_POINTS = {"pd_at_far_1pct": 0.01, "pd_at_far_5pct": 0.05}
+#: Mass bands of ``by_object_mass``: (label, lower bound in grams, inclusive), ascending.
+MASS_BANDS = (("<10 g", 0.0), ("10-100 g", 10.0), ("0.1-1 kg", 100.0), ("1-10 kg", 1000.0), (">=10 kg", 10000.0))
 
 
 def wilson_interval(k: int, n: int, *, z: float = 1.959964) -> tuple[float, float] | None:
@@ -102,6 +111,8 @@ class ImageRecord:
     scenario: str = ""
     #: the simulator's catalogue phantom of each truth box (``tusk``, ``scale_pile``...), when known
     gt_kinds: tuple[str, ...] = ()
+    #: the whole object's mass in grams of each truth box (simulated scans), when known
+    gt_mass_g: tuple[float, ...] = ()
 
     @property
     def negative(self) -> bool:
@@ -239,7 +250,8 @@ def collect(
             gc = np.array([classes.index(truth.classes[j]) for j in keep], np.int64)
         boxes, scores, cls = detector.candidates(scan)
         meta = dict(scan.metadata or {})
-        kinds = _target_kinds(meta, truth, keep if truth is not None else [])
+        kinds = _target_values(meta, "target_kinds", truth, keep if truth is not None else [], str)
+        masses = _target_values(meta, "target_mass_g", truth, keep if truth is not None else [], float)
         rec_meta: dict[str, Any] = {"path": str(f)}
         if anomalies:
             from .evidence import AnomalyConfig, material_anomalies
@@ -249,25 +261,30 @@ def collect(
             rec_meta["anomaly_boxes"] = np.array([a.box_px for a in found], np.float32).reshape(-1, 4)
         records.append(
             ImageRecord(f.stem, boxes, scores, cls, gb, gc, kind=_kind_of(scan), family=str(meta.get("family", meta.get("scenario", ""))),
-                        meta=rec_meta, scenario=str(meta.get("scenario", "")), gt_kinds=kinds)
+                        meta=rec_meta, scenario=str(meta.get("scenario", "")), gt_kinds=kinds,
+                        gt_mass_g=masses)
         )
         if progress:
             progress(i + 1, len(files))
     return records
 
 
-def _target_kinds(meta: dict[str, Any], truth: Any, keep: Sequence[int]) -> tuple[str, ...]:
-    """The phantom kind of each kept truth box, from a simulated scan's metadata (``()`` if unknown).
+def _target_values(meta: dict[str, Any], key: str, truth: Any, keep: Sequence[int], cast: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """A per-truth-box list of a simulated scan's metadata (``target_kinds``, ``target_mass_g``)
+    for the kept boxes, ``()`` if unknown.
 
-    ``nii dataset build`` writes ``target_kinds`` at the top level, ``nii sim`` under
-    ``simulation``; either list is in truth order. A list of another length than the truth (a scan
-    edited since) is ignored rather than misaligned.
+    ``nii dataset build`` writes these lists at the top level, ``nii sim`` under ``simulation``;
+    either is in truth order. A list of another length than the truth (a scan edited since), or
+    one with a value ``cast`` refuses, is ignored rather than misaligned.
     """
     sim = meta.get("simulation")
-    kinds = meta.get("target_kinds", sim.get("target_kinds") if isinstance(sim, dict) else None)
-    if truth is None or not isinstance(kinds, (list, tuple)) or len(kinds) != len(truth.classes):
+    vals = meta.get(key, sim.get(key) if isinstance(sim, dict) else None)
+    if truth is None or not isinstance(vals, (list, tuple)) or len(vals) != len(truth.classes):
         return ()
-    return tuple(str(kinds[j]) for j in keep)
+    try:
+        return tuple(cast(vals[j]) for j in keep)
+    except (TypeError, ValueError):
+        return ()
 
 
 def _tile_kinds(folder: Path) -> dict[str, dict[str, str]]:
@@ -402,6 +419,9 @@ def evaluate_records(
         kinds = by_object_kind(records, classes, all_s, all_c, neg_max, thresholds=thresholds)
         if kinds:
             out["by_object_kind"] = kinds
+        masses = by_object_mass(records, classes, all_s, all_c, neg_max, thresholds=thresholds)
+        if masses:
+            out["by_object_mass"] = masses
         for attr, key in (("kind", "by_input_kind"), ("family", "by_scenario_family"), ("scenario", "by_scenario")):
             groups = sorted({getattr(r, attr) for r in records})
             if len(groups) > 1 or (groups and groups[0]):
@@ -433,11 +453,61 @@ def by_object_kind(
     if not records or any(len(r.gt_kinds) != len(r.gt_class_ids) for r in records) or gt_scores.size == 0:
         return {}
     kinds = np.array([k for r in records for k in r.gt_kinds], dtype=object)
+    return _pd_by_group(kinds, classes, gt_scores, gt_class_ids, neg_max, thresholds=thresholds)
+
+
+def mass_band(mass_g: float) -> str:
+    """The :data:`MASS_BANDS` label of a mass in grams."""
+    label = MASS_BANDS[0][0]
+    for name, lo in MASS_BANDS:
+        if mass_g >= lo:
+            label = name
+    return label
+
+
+def by_object_mass(
+    records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    gt_scores: np.ndarray,
+    gt_class_ids: np.ndarray,
+    neg_max: np.ndarray,
+    *,
+    thresholds: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Pd per class and mass band of the whole object (``"ivory 1-10 kg"``), at the class thresholds.
+
+    The same figures as :func:`by_object_kind` (``n_objects``, ``pd_at_far_*``,
+    ``pd_at_operating_point`` with its interval, ``candidate_rate``), plus ``mass_band``; keys are
+    ordered by class, then band (:data:`MASS_BANDS`). The mass is the simulator's (volume times
+    the physics tables' density, hidden parts included): a seizure's weight, the figure customs
+    report. Empty unless every truth object carries a mass.
+    """
+    if not records or any(len(r.gt_mass_g) != len(r.gt_class_ids) for r in records) or gt_scores.size == 0:
+        return {}
+    bands = [mass_band(m) for r in records for m in r.gt_mass_g]
+    labels = np.array([f"{classes[c]} {b}" for c, b in zip(gt_class_ids.tolist(), bands)], dtype=object)
+    band_of = dict(zip(labels.tolist(), bands))
+    order = {name: k for k, (name, _) in enumerate(MASS_BANDS)}
+    out = _pd_by_group(labels, classes, gt_scores, gt_class_ids, neg_max, thresholds=thresholds)
+    keys = sorted(out, key=lambda k: (classes.index(out[k]["class"]), order[band_of[k]]))
+    return {k: {"class": out[k]["class"], "mass_band": band_of[k], **{f: v for f, v in out[k].items() if f != "class"}} for k in keys}
+
+
+def _pd_by_group(
+    groups: np.ndarray,
+    classes: Sequence[str],
+    gt_scores: np.ndarray,
+    gt_class_ids: np.ndarray,
+    neg_max: np.ndarray,
+    *,
+    thresholds: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Pd of the truth objects of each group label (one label per object, in ``gt_scores`` order)."""
     far_thr = {key: np.array([threshold_for_far(neg_max[:, k], far, floor=1e-6) for k in range(len(classes))], np.float32)
                for key, far in _FAR_POINTS.items()} if neg_max.shape[0] else {}
     out: dict[str, Any] = {}
-    for kind in sorted(set(kinds.tolist())):
-        m = kinds == kind
+    for group in sorted(set(groups.tolist())):
+        m = groups == group
         cs = sorted(set(gt_class_ids[m].tolist()))
         d: dict[str, Any] = {"class": classes[cs[0]] if len(cs) == 1 else [classes[c] for c in cs], "n_objects": int(m.sum())}
         s, c = gt_scores[m], gt_class_ids[m]
@@ -448,7 +518,7 @@ def by_object_kind(
             d["pd_at_operating_point"] = _r(float(np.mean(hit)))
             d["pd_at_operating_point_ci95"] = _ci(hit)
         d["candidate_rate"] = _r(float(np.mean(s > 0)))
-        out[kind] = d
+        out[group] = d
     return out
 
 

@@ -244,9 +244,9 @@ def _write_card(folder: Path, *, cfg: Any, src_cfg: Any, thresholds: Any, metric
             s = ((src_metrics or {}).get("classes") or {}).get(c, {})
             L.append(f"| {c} | {_pct(d.get('pd_at_far_1pct'), d.get('pd_at_far_1pct_ci95'))} | {_pct(s.get('pd_at_far_1pct'))} "
                      f"| {_pct(d.get('ap50'))} | {_pct(s.get('ap50'))} |")
-        from .recalibrate import card_object_kinds
+        from .recalibrate import card_object_breakdowns
 
-        L += ["", *card_object_kinds(metrics), "See `metrics.json`, `pr_curve.png`, `confusion_matrix.png`.", ""]
+        L += ["", *card_object_breakdowns(metrics), "See `metrics.json`, `pr_curve.png`, `confusion_matrix.png`.", ""]
     L += ["## Limits", "",
           "- Everything in the source model's card applies.",
           "- The activation ranges come from simulated tiles; re-quantise (and re-calibrate the thresholds) on local "

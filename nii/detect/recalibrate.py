@@ -249,25 +249,38 @@ def card_test_metrics(metrics: dict[str, Any]) -> list[str]:
         L.append(f"| {c} | {_pct(d.get('pd_at_operating_point'), d.get('pd_at_operating_point_ci95'))} "
                  f"| {_pct(d.get('pd_at_far_1pct'), d.get('pd_at_far_1pct_ci95'))} | {_pct(d.get('pd_at_far_5pct'))} "
                  f"| {_pct(d.get('ap50'))} |")
-    return [*L, "", *card_object_kinds(metrics), "See `metrics.json`, `pr_curve.png`, `confusion_matrix.png`.", ""]
+    return [*L, "", *card_object_breakdowns(metrics), "See `metrics.json`, `pr_curve.png`, `confusion_matrix.png`.", ""]
 
 
-def card_object_kinds(metrics: dict[str, Any]) -> list[str]:
-    """Model-card lines: Pd per simulated object kind (``metrics["by_object_kind"]``), if any."""
+def card_object_breakdowns(metrics: dict[str, Any]) -> list[str]:
+    """Model-card lines: Pd per simulated object kind and per class and mass band
+    (``metrics["by_object_kind"]``, ``metrics["by_object_mass"]``), where present."""
     from .quantize import _pct
 
+    L: list[str] = []
+    head = "| objects | Pd at the operating point | Pd @ 1 % FAR | Pd @ 5 % FAR | candidates |"
+
+    def row(d: dict[str, Any]) -> str:
+        return (f"| {d['n_objects']} | {_pct(d.get('pd_at_operating_point'), d.get('pd_at_operating_point_ci95'))} "
+                f"| {_pct(d.get('pd_at_far_1pct'))} | {_pct(d.get('pd_at_far_5pct'))} | {_pct(d.get('candidate_rate'))} |")
+
     kinds = metrics.get("by_object_kind") or {}
-    if not kinds:
-        return []
-    L = ["### Pd by object kind", "",
-         ("The simulator's phantom behind each truth object, at the class thresholds above; 'candidates': the share "
-          "with any same-class candidate at all (down to the model's min_conf)."), "",
-         "| object kind | class | objects | Pd at the operating point | Pd @ 1 % FAR | Pd @ 5 % FAR | candidates |",
-         "|---|---|---|---|---|---|---|"]
-    for k, d in sorted(kinds.items(), key=lambda kv: (str(kv[1]["class"]), kv[0])):
-        L.append(f"| {k} | {d['class']} | {d['n_objects']} | {_pct(d.get('pd_at_operating_point'), d.get('pd_at_operating_point_ci95'))} "
-                 f"| {_pct(d.get('pd_at_far_1pct'))} | {_pct(d.get('pd_at_far_5pct'))} | {_pct(d.get('candidate_rate'))} |")
-    return [*L, ""]
+    if kinds:
+        L += ["### Pd by object kind", "",
+              ("The simulator's phantom behind each truth object, at the class thresholds above; 'candidates': the share "
+               "with any same-class candidate at all (down to the model's min_conf)."), "",
+              "| object kind | class " + head, "|---|---|---|---|---|---|---|"]
+        L += [f"| {k} | {d['class']} " + row(d) for k, d in sorted(kinds.items(), key=lambda kv: (str(kv[1]["class"]), kv[0]))]
+        L.append("")
+    masses = metrics.get("by_object_mass") or {}
+    if masses:
+        L += ["### Pd by object mass", "",
+              ("The whole object's mass (simulator: volume times density, hidden parts included), at the same "
+               "thresholds."), "",
+              "| class | mass " + head, "|---|---|---|---|---|---|---|"]
+        L += [f"| {d['class']} | {d['mass_band']} " + row(d) for d in masses.values()]
+        L.append("")
+    return L
 
 
 def card_source(src: str, src_card: str, *, note: str = "") -> list[str]:

@@ -308,10 +308,10 @@ def write_model_card(folder: Path, *, config: Any, recipe: Recipe, manifest: dic
                       "|---|---|---|" + "---|" * config.nc]
                 for g, m in metrics[key].items():
                     L.append(f"| {g or '–'} | {m['n_images']} | {_fmt(m.get('far_images'))} | " + " | ".join(_fmt(m['classes'][c].get('pd_at_operating_point')) for c in config.classes) + " |")
-        from .recalibrate import card_object_kinds
+        from .recalibrate import card_object_breakdowns
 
-        kinds = card_object_kinds(metrics)
-        L += ["", *kinds[:-1]] if kinds else []
+        parts = card_object_breakdowns(metrics)
+        L += ["", *parts[:-1]] if parts else []
         L += ["", "Pd counts a truth object as found when a same-class detection at or above the class threshold overlaps it with IoU >= 0.3; "
               "image-level FAR is the fraction of negative scans with any alarm. See `metrics.json`, `pr_curve.png`, `confusion_matrix.png`.", ""]
     L += ["## Limits", "",

@@ -250,6 +250,8 @@ class _Canvas:
             return ("water",), np.zeros((1, *self.grid.shape), np.float32)
         return names, self._buf[: len(names)]
     targets: list[tuple[Phantom, np.ndarray]] = field(default_factory=list)  # phantom, full-image mask
+    #: per target (same order): volume (cm³) of each of its materials, from its own projection
+    target_volumes: list[dict[str, float]] = field(default_factory=list)
     confusers: list[dict[str, Any]] = field(default_factory=list)
     objects: list[str] = field(default_factory=list)
 
@@ -269,10 +271,24 @@ class _Canvas:
             mask = np.zeros(self.grid.shape, bool)
             mask[i0:i1, j0:j1] = local
             self.targets.append((phantom, mask))
+            px_cm2 = self.grid.py * self.grid.px
+            self.target_volumes.append({mat: float(m.sum(dtype=np.float64)) * px_cm2 for mat, m in pr.maps.items()})
         else:
             box = _mask_box(local, offset=(i0, j0))
             if box is not None:
                 self.confusers.append({"class": phantom.confuser_class, "kind": phantom.kind, "box": box})
+
+
+def _mass_g(volumes: Mapping[str, float]) -> float:
+    """Mass (g) of a target from its material volumes (cm³) and the physics tables' densities.
+
+    The whole object as projected, including any part hidden behind other objects: what a
+    seizure would weigh, not what the image shows (a part outside the image is not counted).
+    """
+    from ..physics.tables import load_tables
+
+    tables = load_tables()
+    return round(sum(v * tables.density(mat) for mat, v in volumes.items()), 1)
 
 
 def _jsonable(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -468,7 +484,8 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         the bounding box of its mask), ``masks`` (full-image bool mask per truth box: path length
         of the target > :data:`MASK_THRESHOLD_CM`), ``scenario`` (the one drawn, for ``mixed``),
         ``seed`` (a 32-bit digest of the seed sequence) and ``metadata`` (family, domain,
-        parameters, confusers with class, kind and box, and the kinds of every object placed).
+        parameters, confusers with class, kind and box, the kinds of every object placed, and
+        ``target_kinds`` / ``target_mass_g``: each truth box's phantom and its mass in grams).
     """
     sc = get_scenario(scenario).with_params(target_fraction=target_fraction, clutter_density=clutter_density, overlap=overlap,
                                             targets=targets, confusers=confusers, n_targets=n_targets)
@@ -495,8 +512,8 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         has_target = False
     _COMPOSERS[drawn.container](canvas, rng, drawn, domain, has_target)
     # truth
-    boxes, classes, masks, kinds, target_info = [], [], [], [], []
-    for ph, mask in canvas.targets:
+    boxes, classes, masks, kinds, masses, target_info = [], [], [], [], [], []
+    for (ph, mask), volumes in zip(canvas.targets, canvas.target_volumes):
         b = _mask_box(mask)
         if b is None:
             continue
@@ -504,7 +521,9 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         classes.append(ph.truth_class)
         masks.append(mask)
         kinds.append(ph.kind)
-        target_info.append({"class": ph.truth_class, "kind": ph.kind, "box": b, "pixels": int(mask.sum()), **_jsonable(ph.info)})
+        masses.append(_mass_g(volumes))
+        target_info.append({"class": ph.truth_class, "kind": ph.kind, "box": b, "pixels": int(mask.sum()),
+                            "mass_g": masses[-1], **_jsonable(ph.info)})
     truth = Truth(np.array(boxes, np.float32).reshape(-1, 4), tuple(classes))
     materials, thick = canvas.stacked()
     stack = MaterialStack(materials, thick, grid.pitch_mm)
@@ -519,6 +538,7 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         "overlap": drawn.overlap,
         "has_target": bool(truth.classes),
         "target_kinds": kinds,
+        "target_mass_g": masses,
         "targets": target_info,
         "confusers": canvas.confusers,
         "objects": canvas.objects,

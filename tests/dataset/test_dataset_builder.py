@@ -103,7 +103,8 @@ def test_build_a_tiny_dataset(tmp_path):
     for f in scans + sorted((root / "val" / "scans").glob("*.h5")):
         sc = read(f)
         kinds = sc.metadata["target_kinds"]
-        assert len(kinds) == len(sc.truth.classes)
+        assert len(kinds) == len(sc.truth.classes) == len(sc.metadata["target_mass_g"])
+        assert all(m > 0 for m in sc.metadata["target_mass_g"])
         assert all(k in (*_IVORY_RAW, *_IVORY_WORKED, *_SCALES, *_RHINO, "scale_sack") for k in kinds)
         seen += kinds
     assert seen  # seed 5 places targets in some of these scans

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from nii.detect.evaluate import (
+    MASS_BANDS,
     ImageRecord,
-    _target_kinds,
+    _target_values,
     best_match_scores,
     box_iou,
     evaluate_anomalies,
     evaluate_records,
+    mass_band,
     wilson_interval,
     write_plots,
 )
@@ -104,15 +106,51 @@ def test_pd_by_object_kind_uses_the_class_thresholds():
     assert "by_object_kind" not in evaluate_records(plain, CLASSES, thresholds=np.array([0.5, 0.7]))
 
 
-def test_target_kinds_follow_the_kept_truth_and_refuse_a_mismatch():
+def test_target_values_follow_the_kept_truth_and_refuse_a_mismatch():
     from nii.containers import Truth
 
     t = Truth(np.zeros((3, 4), np.float32), ("ivory", "glass", "pangolin_scales"))
-    assert _target_kinds({"target_kinds": ["tusk", "vase", "scale_pile"]}, t, [0, 2]) == ("tusk", "scale_pile")
-    assert _target_kinds({"simulation": {"target_kinds": ["tusk", "vase", "scale_pile"]}}, t, [0]) == ("tusk",)
-    assert _target_kinds({"target_kinds": ["tusk"]}, t, [0, 2]) == ()
-    assert _target_kinds({}, t, [0]) == ()
-    assert _target_kinds({"target_kinds": ["tusk", "vase", "scale_pile"]}, None, []) == ()
+    kinds = ["tusk", "vase", "scale_pile"]
+    assert _target_values({"target_kinds": kinds}, "target_kinds", t, [0, 2], str) == ("tusk", "scale_pile")
+    assert _target_values({"simulation": {"target_kinds": kinds}}, "target_kinds", t, [0], str) == ("tusk",)
+    assert _target_values({"target_kinds": ["tusk"]}, "target_kinds", t, [0, 2], str) == ()
+    assert _target_values({}, "target_kinds", t, [0], str) == ()
+    assert _target_values({"target_kinds": kinds}, "target_kinds", None, [], str) == ()
+    assert _target_values({"target_mass_g": [1500, 80.5, "3.2"]}, "target_mass_g", t, [0, 2], float) == (1500.0, 3.2)
+    # a value that is not a number: no masses rather than a misaligned list
+    assert _target_values({"target_mass_g": [1500, 80.5, "heavy"]}, "target_mass_g", t, [0, 2], float) == ()
+
+
+def test_mass_bands_are_ascending_and_cover_every_mass():
+    assert [lo for _, lo in MASS_BANDS] == sorted(lo for _, lo in MASS_BANDS) and MASS_BANDS[0][1] == 0.0
+    assert [mass_band(m) for m in (0.0, 3.0, 10.0, 99.9, 100.0, 999.0, 1000.0, 9999.0, 10000.0, 1e6)] == [
+        "<10 g", "<10 g", "10-100 g", "10-100 g", "0.1-1 kg", "0.1-1 kg", "1-10 kg", "1-10 kg", ">=10 kg", ">=10 kg"]
+
+
+def test_pd_by_object_mass_per_class_and_band():
+    recs = []
+    # ivory: a 5 kg tusk found (0.9), a 20 g seal missed with a weak candidate (0.2), a 30 g seal not seen
+    for i, (s, mass) in enumerate([(0.9, 5000.0), (0.2, 20.0), (None, 30.0)]):
+        boxes, scores, cls = ([[10, 10, 50, 50]], [s], [0]) if s is not None else ((), (), ())
+        recs.append(ImageRecord(str(i), np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
+                                np.asarray(cls, np.int64), np.array([[10, 10, 50, 50]], np.float32), np.array([0]), gt_mass_g=(mass,)))
+    # pangolin: one scan with a 3 g loose scale (missed) and a 25 kg sack (found)
+    recs.append(ImageRecord("p", np.array([[100, 100, 200, 200]], np.float32), np.array([0.8], np.float32), np.array([1]),
+                            np.array([[0, 0, 8, 8], [100, 100, 200, 200]], np.float32), np.array([1, 1]), gt_mass_g=(3.0, 25000.0)))
+    recs += [_rec(100 + i, [[0, 0, 5, 5]], [0.1], [0]) for i in range(100)]
+    m = evaluate_records(recs, CLASSES, thresholds=np.array([0.5, 0.7]))
+    json.dumps(m)
+    b = m["by_object_mass"]
+    # ordered by class, then band
+    assert list(b) == ["ivory 10-100 g", "ivory 1-10 kg", "pangolin_scales <10 g", "pangolin_scales >=10 kg"]
+    assert b["ivory 10-100 g"]["class"] == "ivory" and b["ivory 10-100 g"]["mass_band"] == "10-100 g"
+    assert b["ivory 10-100 g"]["n_objects"] == 2 and b["ivory 10-100 g"]["pd_at_operating_point"] == 0.0
+    assert b["ivory 10-100 g"]["candidate_rate"] == 0.5
+    assert b["ivory 1-10 kg"]["pd_at_operating_point"] == 1.0
+    assert b["pangolin_scales <10 g"]["candidate_rate"] == 0.0 and b["pangolin_scales >=10 kg"]["pd_at_far_1pct"] == 1.0
+    # one object without a mass (a real scan in the folder): no breakdown rather than a partial one
+    recs[0] = ImageRecord("0", recs[0].boxes, recs[0].scores, recs[0].class_ids, recs[0].gt_boxes, recs[0].gt_class_ids)
+    assert "by_object_mass" not in evaluate_records(recs, CLASSES, thresholds=np.array([0.5, 0.7]))
 
 
 def test_wilson_interval_against_known_values():
@@ -190,15 +228,17 @@ def test_plots(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_model_card_lists_pd_by_object_kind():
-    from nii.detect.recalibrate import card_object_kinds, card_test_metrics
+def test_model_card_lists_pd_by_object_kind_and_mass():
+    from nii.detect.recalibrate import card_object_breakdowns, card_test_metrics
 
-    m = {"classes": {"ivory": {"pd_at_far_1pct": 0.5}}, "far_images": 0.01,
-         "by_object_kind": {"tusk": {"class": "ivory", "n_objects": 4, "pd_at_operating_point": 0.25,
-                                     "pd_at_operating_point_ci95": [0.05, 0.7], "pd_at_far_1pct": 0.5,
-                                     "pd_at_far_5pct": 0.75, "candidate_rate": 1.0}}}
-    lines = card_object_kinds(m)
+    d = {"class": "ivory", "n_objects": 4, "pd_at_operating_point": 0.25, "pd_at_operating_point_ci95": [0.05, 0.7],
+         "pd_at_far_1pct": 0.5, "pd_at_far_5pct": 0.75, "candidate_rate": 1.0}
+    m = {"classes": {"ivory": {"pd_at_far_1pct": 0.5}}, "far_images": 0.01, "by_object_kind": {"tusk": d},
+         "by_object_mass": {"ivory 1-10 kg": {**d, "mass_band": "1-10 kg"}}}
+    lines = card_object_breakdowns(m)
     row = next(ln for ln in lines if ln.startswith("| tusk "))
     assert "| ivory | 4 |" in row and "25" in row and "100" in row
+    assert lines[lines.index("### Pd by object mass") + 6].startswith("| ivory | 1-10 kg | 4 |")
     assert row in card_test_metrics(m)
-    assert card_object_kinds({"classes": {}}) == []
+    assert card_object_breakdowns({"classes": {}}) == []
+    assert "### Pd by object mass" not in card_object_breakdowns({"by_object_kind": {"tusk": d}})

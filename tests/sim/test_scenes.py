@@ -182,3 +182,19 @@ def test_overrides_of_targets_and_confusers():
         compose_scene("luggage_clothes", BAG, 1, grid=SMALL, targets=("pvc_pipe",))
     with pytest.raises(InvalidParameterError, match="mixed"):
         compose_scene("mixed", BAG, 1, grid=SMALL, targets=("tusk",))
+
+
+def test_each_truth_box_carries_its_whole_mass():
+    """target_mass_g is the object's volume times its density: a block's mass is its size times
+    ivory's density, and it equals the ivory in the scene's stack (the only ivory there)."""
+    from nii.physics.tables import load_tables
+
+    rho = load_tables().density("ivory")
+    for k in range(3):
+        r = compose_scene("luggage_clothes", BAG, k, grid=SMALL, force_target=True, targets=("ivory_block",), n_targets=(1, 1))
+        assert len(r.metadata["target_mass_g"]) == len(r.truth) == len(r.metadata["target_kinds"]) == 1
+        mass = r.metadata["target_mass_g"][0]
+        assert mass == r.metadata["targets"][0]["mass_g"]
+        assert mass == pytest.approx(np.prod(r.metadata["targets"][0]["size_cm"]) * rho, rel=2e-3)
+        in_stack = r.stack.thickness_cm[r.stack.materials.index("ivory")].sum(dtype=np.float64) * (SMALL.py * SMALL.px) * rho
+        assert mass == pytest.approx(in_stack, rel=1e-3)
