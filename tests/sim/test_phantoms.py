@@ -263,3 +263,18 @@ def test_random_rotations_are_rotations_and_uniform():
     z = r[:, :, 2]
     assert np.all(np.abs(z.mean(axis=0)) < 0.05)
     assert abs((z[:, 2] ** 2).mean() - 1 / 3) < 0.03
+
+
+@pytest.mark.parametrize(("length", "lo_kg", "hi_kg"), [(15, 0.25, 0.7), (30, 0.8, 2.2), (60, 2.8, 6.8)])
+def test_rhino_horn_mass_is_that_of_a_real_horn(length, lo_kg, hi_kg):
+    """Keratin horns weigh 0.3-0.7 kg (Asian, rear) to ~4 kg on average for a large white-rhino
+    front horn: long horns are slender, not scaled-up short ones."""
+    from nii.physics.tables import load_tables
+    from nii.sim.phantoms.library import rhino_horn
+
+    grid = Grid((400, 400), (3.0, 3.0))
+    rho = load_tables().density("rhino_horn")
+    for seed in range(4):
+        pr = project(rhino_horn(np.random.default_rng(seed), length_cm=length), grid, rotation=np.eye(3),
+                     center=np.array([60.0, 60.0, 0.0]))
+        assert lo_kg <= _vol(pr, grid) * rho / 1000.0 <= hi_kg

@@ -284,9 +284,15 @@ def rhino_horn(rng: np.random.Generator, *, length_cm: float | None = None) -> P
 
     Fibrous structure: 8-16 thin longitudinal voids (tubules running base to tip) give the
     streaky texture seen in radiographs.
+
+    Long horns are slender: the base radius is 22-32 % of the length at 15 cm and falls as
+    ``length ** -0.6`` relative to it, so the mass (keratin at 1.3 g/cm³) runs from 0.3-0.6 kg
+    at 15 cm (an Asian or rear horn) through 0.9-2 kg at 30 cm to 3-6.5 kg at 60 cm (a large
+    white-rhino front horn: those average about 4 kg). A base proportional to the length, as
+    before 2026-11-26, made a 60 cm horn weigh 19-38 kg.
     """
     length = _u(rng, 15, 60, length_cm)
-    base = length * rng.uniform(0.22, 0.32)
+    base = length * rng.uniform(0.22, 0.32) * (15.0 / length) ** 0.6
     pts, s = _arc(length, rng.uniform(0.3, 0.9), 14)
     radii = base * (1 - s) ** 1.1 + 0.2 * s
     parts = tube(RHINO, pts, radii)
