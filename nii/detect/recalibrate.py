@@ -264,22 +264,18 @@ def card_object_breakdowns(metrics: dict[str, Any]) -> list[str]:
         return (f"| {d['n_objects']} | {_pct(d.get('pd_at_operating_point'), d.get('pd_at_operating_point_ci95'))} "
                 f"| {_pct(d.get('pd_at_far_1pct'))} | {_pct(d.get('pd_at_far_5pct'))} | {_pct(d.get('candidate_rate'))} |")
 
-    kinds = metrics.get("by_object_kind") or {}
-    if kinds:
-        L += ["### Pd by object kind", "",
-              ("The simulator's phantom behind each truth object, at the class thresholds above; 'candidates': the share "
-               "with any same-class candidate at all (down to the model's min_conf)."), "",
-              "| object kind | class " + head, "|---|---|---|---|---|---|---|"]
-        L += [f"| {k} | {d['class']} " + row(d) for k, d in sorted(kinds.items(), key=lambda kv: (str(kv[1]["class"]), kv[0]))]
-        L.append("")
-    masses = metrics.get("by_object_mass") or {}
-    if masses:
-        L += ["### Pd by object mass", "",
-              ("The whole object's mass (simulator: volume times density, hidden parts included), at the same "
-               "thresholds."), "",
-              "| class | mass " + head, "|---|---|---|---|---|---|---|"]
-        L += [f"| {d['class']} | {d['mass_band']} " + row(d) for d in masses.values()]
-        L.append("")
+    kinds = sorted((metrics.get("by_object_kind") or {}).items(), key=lambda kv: (str(kv[1]["class"]), kv[0]))
+    sections = (
+        ("### Pd by object kind", "The simulator's phantom behind each truth object, at the class thresholds above; 'candidates': "
+         "the share with any same-class candidate at all (down to the model's min_conf).", "| object kind | class ",
+         [f"| {k} | {d['class']} " + row(d) for k, d in kinds]),
+        ("### Pd by object mass", "The whole object's mass (simulator: volume times density, hidden parts included), at the "
+         "same thresholds.", "| class | mass ",
+         [f"| {d['class']} | {d['mass_band']} " + row(d) for d in (metrics.get("by_object_mass") or {}).values()]),
+    )
+    for title, blurb, first, rows in sections:
+        if rows:
+            L += [title, "", blurb, "", first + head, "|---|---|---|---|---|---|---|", *rows, ""]
     return L
 
 
