@@ -51,10 +51,10 @@ from .thresholds import threshold_for_far
 
 __all__ = [
     "IOU_PD",
+    "MASS_BANDS",
     "ImageRecord",
     "best_match_scores",
     "box_iou",
-    "MASS_BANDS",
     "by_object_kind",
     "by_object_mass",
     "collect",

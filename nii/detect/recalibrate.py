@@ -266,11 +266,12 @@ def card_object_breakdowns(metrics: dict[str, Any]) -> list[str]:
 
     kinds = sorted((metrics.get("by_object_kind") or {}).items(), key=lambda kv: (str(kv[1]["class"]), kv[0]))
     sections = (
-        ("### Pd by object kind", "The simulator's phantom behind each truth object, at the class thresholds above; 'candidates': "
-         "the share with any same-class candidate at all (down to the model's min_conf).", "| object kind | class ",
+        ("### Pd by object kind", ("The simulator's phantom behind each truth object, at the class thresholds above; "
+                                   "'candidates': the share with any same-class candidate at all (down to the model's min_conf)."),
+         "| object kind | class ",
          [f"| {k} | {d['class']} " + row(d) for k, d in kinds]),
-        ("### Pd by object mass", "The whole object's mass (simulator: volume times density, hidden parts included), at the "
-         "same thresholds.", "| class | mass ",
+        ("### Pd by object mass", ("The whole object's mass (simulator: volume times density, hidden parts included), at the "
+                                   "same thresholds."), "| class | mass ",
          [f"| {d['class']} | {d['mass_band']} " + row(d) for d in (metrics.get("by_object_mass") or {}).values()]),
     )
     for title, blurb, first, rows in sections:
