@@ -52,9 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def time_network(path: str | os.PathLike, tile: int, *, threads: int, batch: int, repeat: int, seed: int = 0) -> dict[str, float]:
     """p50 / p95 milliseconds per tile of the ONNX network at ``path`` on ``batch`` random tiles."""
     from ..detect.detector import _OnnxBackend
+    from ..errors import InvalidParameterError
 
     if repeat < 1 or batch < 1:
-        raise ValueError(f"repeat and batch must be >= 1, got {repeat} and {batch}")
+        raise InvalidParameterError(f"repeat and batch must be >= 1, got {repeat} and {batch}")
     net = _OnnxBackend(Path(path), threads=threads)
     x = np.random.default_rng(seed).random((batch, 3, tile, tile), dtype=np.float32)
     for _ in range(3):

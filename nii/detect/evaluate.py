@@ -21,7 +21,7 @@ Definitions (also in the model card):
   any anomaly kind; the cue is an attention aid, not a classifier), the share found by the model
   at its operating point *or* the cue (what an operator is pointed at), and the anomaly burden
   on negative scans (mean regions per scan, share of scans with any).
-* **By object kind / mass band** (``by_object_kind``, ``by_object_mass``; simulated scans only):
+* **By object kind / mass band** (metrics keys ``by_object_kind``, ``by_object_mass``; simulated scans only):
   Pd of the objects of one catalogue phantom (``tusk``, ``scale_pile``...) or of one class and
   mass band (``ivory 1-10 kg``; the whole object's mass from the simulator), at the class
   thresholds of the whole folder, with the share that gets any same-class candidate at all.
@@ -55,8 +55,6 @@ __all__ = [
     "ImageRecord",
     "best_match_scores",
     "box_iou",
-    "by_object_kind",
-    "by_object_mass",
     "collect",
     "evaluate_anomalies",
     "evaluate_records",
@@ -377,16 +375,19 @@ def evaluate_records(
     all_s = np.concatenate(gt_scores) if gt_scores else np.zeros(0, np.float32)
     all_c = np.concatenate(gt_cls) if gt_cls else np.zeros(0, np.int64)
     coco = _coco_ap(records, nc)
+    # each class's threshold at each FAR point on this folder's negatives, once for all breakdowns
+    far_thr = {key: np.array([threshold_for_far(neg_max[:, c], far, floor=1e-6) for c in range(nc)])
+               for key, far in _FAR_POINTS.items()} if neg_max.shape[0] else {}
     per_class: dict[str, Any] = {}
     for c, name in enumerate(classes):
         s = all_s[all_c == c]
         d: dict[str, Any] = {"n_objects": int(s.size)}
-        for key, far in _FAR_POINTS.items():
-            if neg_max.shape[0] == 0 or s.size == 0:
+        for key in _FAR_POINTS:
+            if not far_thr or s.size == 0:
                 d[key] = d[key + "_ci95"] = None
                 d[key.replace("pd_", "threshold_")] = None
                 continue
-            t = threshold_for_far(neg_max[:, c], far, floor=1e-6)
+            t = float(far_thr[key][c])
             d[key] = _r(float(np.mean(s >= t)))
             d[key + "_ci95"] = _ci(s >= t)
             d[key.replace("pd_", "threshold_")] = _r(t, 5)
@@ -416,12 +417,7 @@ def evaluate_records(
         if all_s.size:
             out["pd_at_operating_point_all"] = _r(float(np.mean(all_s >= thr[all_c])))
     if by:
-        kinds = by_object_kind(records, classes, all_s, all_c, neg_max, thresholds=thresholds)
-        if kinds:
-            out["by_object_kind"] = kinds
-        masses = by_object_mass(records, classes, all_s, all_c, neg_max, thresholds=thresholds)
-        if masses:
-            out["by_object_mass"] = masses
+        out.update(_by_object(records, classes, all_s, all_c, far_thr, thresholds))
         for attr, key in (("kind", "by_input_kind"), ("family", "by_scenario_family"), ("scenario", "by_scenario")):
             groups = sorted({getattr(r, attr) for r in records})
             if len(groups) > 1 or (groups and groups[0]):
@@ -430,30 +426,6 @@ def evaluate_records(
                     for g in groups
                 }
     return out
-
-
-def by_object_kind(
-    records: Sequence[ImageRecord],
-    classes: Sequence[str],
-    gt_scores: np.ndarray,
-    gt_class_ids: np.ndarray,
-    neg_max: np.ndarray,
-    *,
-    thresholds: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Pd per simulated object kind (``tusk``, ``chopsticks``, ``scale_pile``...), at the class thresholds.
-
-    The thresholds are the whole folder's (``pd_at_far_*``: the class's threshold at that FAR on
-    all negatives; ``pd_at_operating_point``: ``thresholds``), so the kinds of one class add up to
-    the class's Pd. ``candidate_rate`` is the share of objects with any same-class candidate at
-    all (score > 0, down to the model's ``min_conf``): a low rate means the network does not see
-    the object, not that the threshold is too high. Empty unless every truth object carries a
-    kind (scans simulated by nii do; real scans do not).
-    """
-    if not records or any(len(r.gt_kinds) != len(r.gt_class_ids) for r in records) or gt_scores.size == 0:
-        return {}
-    kinds = np.array([k for r in records for k in r.gt_kinds], dtype=object)
-    return _pd_by_group(kinds, classes, gt_scores, gt_class_ids, neg_max, thresholds=thresholds)
 
 
 def mass_band(mass_g: float) -> str:
@@ -465,32 +437,41 @@ def mass_band(mass_g: float) -> str:
     return label
 
 
-def by_object_mass(
+def _by_object(
     records: Sequence[ImageRecord],
     classes: Sequence[str],
     gt_scores: np.ndarray,
     gt_class_ids: np.ndarray,
-    neg_max: np.ndarray,
-    *,
-    thresholds: np.ndarray | None = None,
+    far_thr: dict[str, np.ndarray],
+    thresholds: np.ndarray | None,
 ) -> dict[str, Any]:
-    """Pd per class and mass band of the whole object (``"ivory 1-10 kg"``), at the class thresholds.
+    """``by_object_kind`` and ``by_object_mass`` (module docstring), each where every truth object
+    carries the value (scans simulated by nii do; real scans do not).
 
-    The same figures as :func:`by_object_kind` (``n_objects``, ``pd_at_far_*``,
-    ``pd_at_operating_point`` with its interval, ``candidate_rate``), plus ``mass_band``; keys are
-    ordered by class, then band (:data:`MASS_BANDS`). The mass is the simulator's (volume times
-    the physics tables' density, hidden parts included): a seizure's weight, the figure customs
-    report. Empty unless every truth object carries a mass.
+    ``by_object_kind``: Pd per simulated phantom (``tusk``, ``chopsticks``, ``scale_pile``...).
+    ``by_object_mass``: Pd per class and :data:`MASS_BANDS` band of the whole object's mass
+    (``"ivory 1-10 kg"``, ordered by class, then band; each entry also names its ``mass_band``).
+    Thresholds are the whole folder's (``far_thr`` per FAR point, ``thresholds`` for the operating
+    point), so the groups of one class add up to the class's Pd. ``candidate_rate`` is the share
+    of objects with any same-class candidate at all (score > 0, down to the model's ``min_conf``):
+    a low rate means the network does not see the object, not that the threshold is too high.
     """
-    if not records or any(len(r.gt_mass_g) != len(r.gt_class_ids) for r in records) or gt_scores.size == 0:
-        return {}
-    bands = [mass_band(m) for r in records for m in r.gt_mass_g]
-    labels = np.array([f"{classes[c]} {b}" for c, b in zip(gt_class_ids.tolist(), bands)], dtype=object)
-    band_of = dict(zip(labels.tolist(), bands))
-    order = {name: k for k, (name, _) in enumerate(MASS_BANDS)}
-    out = _pd_by_group(labels, classes, gt_scores, gt_class_ids, neg_max, thresholds=thresholds)
-    keys = sorted(out, key=lambda k: (classes.index(out[k]["class"]), order[band_of[k]]))
-    return {k: {"class": out[k]["class"], "mass_band": band_of[k], **{f: v for f, v in out[k].items() if f != "class"}} for k in keys}
+    out: dict[str, Any] = {}
+    if not records or gt_scores.size == 0:
+        return out
+    if all(len(r.gt_kinds) == len(r.gt_class_ids) for r in records):
+        kinds = np.array([k for r in records for k in r.gt_kinds], dtype=object)
+        out["by_object_kind"] = _pd_by_group(kinds, classes, gt_scores, gt_class_ids, far_thr, thresholds)
+    if all(len(r.gt_mass_g) == len(r.gt_class_ids) for r in records):
+        bands = [mass_band(m) for r in records for m in r.gt_mass_g]
+        labels = np.array([f"{classes[c]} {b}" for c, b in zip(gt_class_ids.tolist(), bands)], dtype=object)
+        band_of = dict(zip(labels.tolist(), bands))
+        order = {name: k for k, (name, _) in enumerate(MASS_BANDS)}
+        g = _pd_by_group(labels, classes, gt_scores, gt_class_ids, far_thr, thresholds)
+        keys = sorted(g, key=lambda k: (classes.index(g[k]["class"]), order[band_of[k]]))
+        out["by_object_mass"] = {k: {"class": g[k]["class"], "mass_band": band_of[k], **{f: v for f, v in g[k].items() if f != "class"}}
+                                 for k in keys}
+    return out
 
 
 def _pd_by_group(
@@ -498,13 +479,10 @@ def _pd_by_group(
     classes: Sequence[str],
     gt_scores: np.ndarray,
     gt_class_ids: np.ndarray,
-    neg_max: np.ndarray,
-    *,
-    thresholds: np.ndarray | None = None,
+    far_thr: dict[str, np.ndarray],
+    thresholds: np.ndarray | None,
 ) -> dict[str, Any]:
     """Pd of the truth objects of each group label (one label per object, in ``gt_scores`` order)."""
-    far_thr = {key: np.array([threshold_for_far(neg_max[:, k], far, floor=1e-6) for k in range(len(classes))], np.float32)
-               for key, far in _FAR_POINTS.items()} if neg_max.shape[0] else {}
     out: dict[str, Any] = {}
     for group in sorted(set(groups.tolist())):
         m = groups == group
