@@ -459,44 +459,36 @@ def _by_object(
     out: dict[str, Any] = {}
     if not records or gt_scores.size == 0:
         return out
+
+    def pd_by_group(groups: np.ndarray) -> dict[str, Any]:
+        """Pd of the truth objects of each group label (one label per object, in ``gt_scores`` order)."""
+        res: dict[str, Any] = {}
+        for group in sorted(set(groups.tolist())):
+            m = groups == group
+            cs = sorted(set(gt_class_ids[m].tolist()))
+            d: dict[str, Any] = {"class": classes[cs[0]] if len(cs) == 1 else [classes[c] for c in cs], "n_objects": int(m.sum())}
+            s, c = gt_scores[m], gt_class_ids[m]
+            for key in _FAR_POINTS:
+                d[key] = _r(float(np.mean(s >= far_thr[key][c]))) if far_thr else None
+            if thresholds is not None:
+                hit = s >= np.asarray(thresholds, np.float32)[c]
+                d["pd_at_operating_point"] = _r(float(np.mean(hit)))
+                d["pd_at_operating_point_ci95"] = _ci(hit)
+            d["candidate_rate"] = _r(float(np.mean(s > 0)))
+            res[group] = d
+        return res
+
     if all(len(r.gt_kinds) == len(r.gt_class_ids) for r in records):
-        kinds = np.array([k for r in records for k in r.gt_kinds], dtype=object)
-        out["by_object_kind"] = _pd_by_group(kinds, classes, gt_scores, gt_class_ids, far_thr, thresholds)
+        out["by_object_kind"] = pd_by_group(np.array([k for r in records for k in r.gt_kinds], dtype=object))
     if all(len(r.gt_mass_g) == len(r.gt_class_ids) for r in records):
         bands = [mass_band(m) for r in records for m in r.gt_mass_g]
         labels = np.array([f"{classes[c]} {b}" for c, b in zip(gt_class_ids.tolist(), bands)], dtype=object)
         band_of = dict(zip(labels.tolist(), bands))
         order = {name: k for k, (name, _) in enumerate(MASS_BANDS)}
-        g = _pd_by_group(labels, classes, gt_scores, gt_class_ids, far_thr, thresholds)
+        g = pd_by_group(labels)
         keys = sorted(g, key=lambda k: (classes.index(g[k]["class"]), order[band_of[k]]))
         out["by_object_mass"] = {k: {"class": g[k]["class"], "mass_band": band_of[k], **{f: v for f, v in g[k].items() if f != "class"}}
                                  for k in keys}
-    return out
-
-
-def _pd_by_group(
-    groups: np.ndarray,
-    classes: Sequence[str],
-    gt_scores: np.ndarray,
-    gt_class_ids: np.ndarray,
-    far_thr: dict[str, np.ndarray],
-    thresholds: np.ndarray | None,
-) -> dict[str, Any]:
-    """Pd of the truth objects of each group label (one label per object, in ``gt_scores`` order)."""
-    out: dict[str, Any] = {}
-    for group in sorted(set(groups.tolist())):
-        m = groups == group
-        cs = sorted(set(gt_class_ids[m].tolist()))
-        d: dict[str, Any] = {"class": classes[cs[0]] if len(cs) == 1 else [classes[c] for c in cs], "n_objects": int(m.sum())}
-        s, c = gt_scores[m], gt_class_ids[m]
-        for key in _FAR_POINTS:
-            d[key] = _r(float(np.mean(s >= far_thr[key][c]))) if far_thr else None
-        if thresholds is not None:
-            hit = s >= np.asarray(thresholds, np.float32)[c]
-            d["pd_at_operating_point"] = _r(float(np.mean(hit)))
-            d["pd_at_operating_point_ci95"] = _ci(hit)
-        d["candidate_rate"] = _r(float(np.mean(s > 0)))
-        out[group] = d
     return out
 
 
