@@ -66,6 +66,9 @@ def register(subparsers) -> None:
     b.add_argument("--train-targets", type=_range, default=(1, 3), metavar="LO,HI",
                    help="targets per training scene that holds any (default 1,3; 'scenario' keeps each scenario's own)")
     b.add_argument("--target-crops", type=_nonneg_int, default=1, help="extra training tiles per target, target wholly inside (default 1)")
+    b.add_argument("--train-overburden", type=float, default=0.0, metavar="P",
+                   help="probability that a training target gets a thick organic slab over it (3-25 g/cm² of wood, paper, "
+                   "food, water, plastics or textiles; domain randomisation; default 0: none; val/test never)")
     b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     b.add_argument("--feedback", action="append", default=[], metavar="DIR",
                    help="merge an operator-feedback export (`nii dataset add-feedback`) into the training split; repeatable")
@@ -137,6 +140,7 @@ def _build(args) -> int:
         randomize=not args.no_randomize,
         train_targets=args.train_targets,
         target_crops=args.target_crops,
+        train_overburden=args.train_overburden,
         workers=args.workers,
     )
     command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])

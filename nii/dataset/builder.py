@@ -108,6 +108,12 @@ class BuildConfig:
         Range of the number of targets in a training scene that holds any (None: the scenario's).
     target_crops : int
         Extra training tiles per target, placed at random with the target wholly inside.
+    train_overburden : float
+        Probability that each target of a training scene gets a thick organic slab laid over it
+        (3-25 g/cm² of wood, paper, food, water, plastics or textiles; see
+        :func:`nii.sim.scenes.compose_scene`): domain randomisation towards targets buried in
+        goods. Validation and test scenes never get one, and 0 (the default) builds the training
+        scenes of earlier datasets unchanged.
     workers : int
         Worker processes.
     """
@@ -132,6 +138,7 @@ class BuildConfig:
     train_target_fraction: float | None = 0.85
     train_targets: tuple[int, int] | None = (1, 3)
     target_crops: int = 1
+    train_overburden: float = 0.0
     workers: int = 1
 
     def __post_init__(self) -> None:
@@ -154,6 +161,8 @@ class BuildConfig:
             raise InvalidParameterError(f"train_targets must be a range lo,hi with 1 <= lo <= hi <= 12, got {self.train_targets}")
         if not 0 <= self.target_crops <= 8:
             raise InvalidParameterError(f"target_crops must be in [0, 8], got {self.target_crops}")
+        if not 0.0 <= self.train_overburden <= 1.0:
+            raise InvalidParameterError(f"train_overburden must lie in [0, 1], got {self.train_overburden}")
 
 
 def randomized_profile(profile: Any, rng: np.random.Generator) -> Any:
@@ -267,6 +276,8 @@ def _make_scene(cfg: BuildConfig, split: str, index: int, root: Path) -> list[di
         kw["target_fraction"] = float(cfg.train_target_fraction)
     if split == "train" and cfg.train_targets is not None and sc_def.targets:
         kw["n_targets"] = tuple(cfg.train_targets)
+    if split == "train" and cfg.train_overburden > 0:
+        kw["overburden"] = float(cfg.train_overburden)
     scene = compose_scene(scenario, prof, ss_scene, **kw)
     sim_prof = randomized_profile(prof, rng) if cfg.randomize else prof
     scan_id = f"{split}_{index:06d}"

@@ -36,6 +36,7 @@ import numpy as np
 from ..containers import Truth
 from ..errors import InvalidParameterError
 from .phantoms import Grid, Phantom, build, project, random_rotation
+from .phantoms.primitives import box as _box_part
 from .phantoms.primitives import rotation_about
 from .types import MaterialStack, SceneResult
 
@@ -51,6 +52,8 @@ __all__ = [
     "compose_scene",
     "scene_seed",
     "MASK_THRESHOLD_CM",
+    "OVERBURDEN_MATERIALS",
+    "OVERBURDEN_AREAL_DENSITY",
 ]
 
 #: Path length (cm) above which a pixel belongs to an object's mask (and so to its box).
@@ -455,7 +458,7 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
                   grid: Grid | None = None, target_fraction: float | None = None, clutter_density: float | None = None,
                   overlap: float | None = None, force_target: bool | None = None, backend: str = "numba",
                   targets: tuple[str, ...] | None = None, confusers: tuple[str, ...] | None = None,
-                  n_targets: tuple[int, int] | None = None) -> SceneResult:
+                  n_targets: tuple[int, int] | None = None, overburden: float = 0.0) -> SceneResult:
     """Compose one scene of ``scenario`` for ``profile`` (anything with the pitch/channel fields of
     :class:`nii.profiles.ScannerProfile`).
 
@@ -476,6 +479,11 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         Catalogue phantoms to draw instead of the scenario's (not with ``mixed``).
     n_targets : (int, int), optional
         Range of the number of targets in a scene that holds any (default: the scenario's).
+    overburden : float
+        Probability that each target gets a thick organic slab laid over it (training-time
+        domain randomisation; see :data:`OVERBURDEN_MATERIALS`). Its draws come from a stream of
+        their own, so a scene with ``overburden=0`` (the default) is the scene it always was, and
+        with any value the same objects sit in the same places: only the slabs are added.
 
     Returns
     -------
@@ -511,6 +519,9 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
     if not drawn.targets:
         has_target = False
     _COMPOSERS[drawn.container](canvas, rng, drawn, domain, has_target)
+    if not 0.0 <= float(overburden) <= 1.0:
+        raise InvalidParameterError(f"overburden must lie in [0, 1], got {overburden}")
+    n_slabs = _add_overburden(canvas, ss, float(overburden), domain) if overburden > 0 else 0
     # truth
     boxes, classes, masks, kinds, masses, target_info = [], [], [], [], [], []
     for (ph, mask), volumes in zip(canvas.targets, canvas.target_volumes):
@@ -543,8 +554,57 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         "confusers": canvas.confusers,
         "objects": canvas.objects,
     }
+    if overburden > 0:
+        meta["overburden"] = {"probability": float(overburden), "slabs": n_slabs}
     return SceneResult(stack=stack, truth=truth, masks=tuple(masks), scenario=drawn.name,
                        seed=int(ss.generate_state(1)[0]), metadata=meta)
+
+
+#: Materials of the organic slabs that ``overburden`` lays over targets: goods a target may lie
+#: in or under (wood, paper, food, water, plastics, textiles).
+OVERBURDEN_MATERIALS: tuple[str, ...] = ("wood", "cellulose", "paper", "cardboard", "cotton", "nylon", "polyethylene",
+                                         "rubber", "water", "sugar", "flour", "nuts")
+#: Areal density range (g/cm²) of an overburden slab per domain: up to 10 cm of water in a bag
+#: (a 140 kV beam keeps a target visible under it), up to 40 cm of wood on a cargo scanner.
+OVERBURDEN_AREAL_DENSITY: Mapping[str, tuple[float, float]] = types.MappingProxyType({"baggage": (2.0, 10.0), "cargo": (3.0, 25.0)})
+
+
+def _add_overburden(canvas: _Canvas, ss: np.random.SeedSequence, p: float, domain: str) -> int:
+    """Lay a box of organic material over each target with probability ``p``; return how many.
+
+    The slab covers the target's footprint (1.1-2.5x its box plus 2-10 cm, so its edges fall
+    beside the target rather than on it) and holds an areal density of its material drawn from
+    :data:`OVERBURDEN_AREAL_DENSITY` for the domain. Every scene, negatives included, also gets
+    Poisson(``p``) slabs of 10-50 cm in the middle 80 % of the image, so that a slab is no sign of
+    a target. The draws use their own stream (a child of the scene's
+    seed) so that the rest of the scene does not move.
+    """
+    from ..physics.tables import load_tables
+
+    rng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, 0x0B0E)))
+    tables = load_tables()
+    g = canvas.grid
+    hcm, wcm = g.size_cm
+    placed: list[tuple[float, float, np.ndarray]] = []
+    for _ph, mask in list(canvas.targets):
+        b = _mask_box(mask)
+        if b is None or rng.random() >= p:
+            continue
+        w = (b[2] - b[0]) * g.px * rng.uniform(1.1, 2.5) + rng.uniform(2, 10)
+        h = (b[3] - b[1]) * g.py * rng.uniform(1.1, 2.5) + rng.uniform(2, 10)
+        c = np.array([(b[0] + b[2]) / 2 * g.px, (b[1] + b[3]) / 2 * g.py, 0.0]) + np.append(rng.normal(0, 0.15 * min(w, h), 2), 0)
+        placed.append((w, h, c))
+    for _ in range(int(rng.poisson(p))):
+        c = np.array([rng.uniform(0.1, 0.9) * wcm, rng.uniform(0.1, 0.9) * hcm, 0.0])
+        placed.append((rng.uniform(10, 50), rng.uniform(10, 50), c))
+    lo, hi = OVERBURDEN_AREAL_DENSITY[domain]
+    for w, h, c in placed:
+        mat = OVERBURDEN_MATERIALS[int(rng.integers(0, len(OVERBURDEN_MATERIALS)))]
+        t = rng.uniform(lo, hi) / tables.density(mat)
+        slab = Phantom("overburden_slab", (_box_part(mat, (w / 2, h / 2, t / 2)),), role="clutter",
+                       info={"size_cm": [float(w), float(h)], "thickness_cm": float(t), "material": mat})
+        canvas.add(slab, c, _yaw(rng, 20.0))
+    return len(placed)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ def test_config_validation():
         BuildConfig(n_train=-1)
     with pytest.raises(InvalidParameterError):
         BuildConfig(train_first_index=-1)
+    with pytest.raises(InvalidParameterError, match="train_overburden"):
+        BuildConfig(train_overburden=1.2)
 
 
 def test_held_out_family_never_in_train_pool():
@@ -138,6 +140,25 @@ def test_train_first_index_builds_later_scenes_and_leaves_val_test_alone(tmp_pat
     va, vb = (sorted((d / "val" / "scans").glob("*.h5")) for d in (a, b))
     assert [p.name for p in va] == [p.name for p in vb]
     assert json.loads((b / "dataset.json").read_text())["config"]["train_first_index"] == 2
+
+
+def test_train_overburden_changes_training_scenes_only(tmp_path):
+    """Slabs go into training scenes; validation scans stay those of a build without them."""
+    if not _have_material_tables():
+        pytest.skip("no shipped material calibration yet (nii calibrate wedge --simulate)")
+    from nii.dataset.builder import build_dataset
+    from nii.io import read
+
+    kw = {"n_train": 2, "n_val": 1, "n_test": 0, "seed": 9, "profiles": ("baggage_sandwich_140",), "profile_weights": None, "val_tile_scans": 1}
+    a = build_dataset(tmp_path / "a", BuildConfig(**kw), command="a")
+    b = build_dataset(tmp_path / "b", BuildConfig(train_overburden=1.0, **kw), command="b")
+    assert json.loads((b / "dataset.json").read_text())["config"]["train_overburden"] == 1.0
+    ta, tb = ({p.name: p.read_bytes() for p in (d / "train" / "images").glob("*.png")} for d in (a, b))
+    assert ta.keys() == tb.keys() and any(ta[k] != tb[k] for k in ta)
+    (va,), (vb,) = ((d / "val" / "scans").glob("*.h5") for d in (a, b))
+    sa, sb = read(va), read(vb)
+    np.testing.assert_array_equal(sa.attenuation, sb.attenuation)
+    assert "overburden" not in sb.metadata
 
 
 @pytest.mark.slow

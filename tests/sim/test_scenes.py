@@ -198,3 +198,49 @@ def test_each_truth_box_carries_its_whole_mass():
         assert mass == pytest.approx(np.prod(r.metadata["targets"][0]["size_cm"]) * rho, rel=2e-3)
         in_stack = r.stack.thickness_cm[r.stack.materials.index("ivory")].sum(dtype=np.float64) * (SMALL.py * SMALL.px) * rho
         assert mass == pytest.approx(in_stack, rel=1e-3)
+
+
+def _areal_density(r, i, j):
+    from nii.physics.tables import load_tables
+
+    t = load_tables()
+    return sum(float(r.stack.thickness_cm[k, i, j]) * t.density(m) for k, m in enumerate(r.stack.materials))
+
+
+def test_overburden_lays_organic_slabs_over_targets_and_moves_nothing_else():
+    from nii.sim.scenes import OVERBURDEN_AREAL_DENSITY, OVERBURDEN_MATERIALS
+
+    for k in range(4):
+        plain = compose_scene("luggage_clothes", BAG, k, grid=SMALL, force_target=True)
+        _same(plain, compose_scene("luggage_clothes", BAG, k, grid=SMALL, force_target=True, overburden=0.0))
+        assert "overburden" not in plain.metadata
+        ob = compose_scene("luggage_clothes", BAG, k, grid=SMALL, force_target=True, overburden=1.0)
+        # the same objects in the same places: truth, masses, confusers
+        np.testing.assert_array_equal(ob.truth.boxes, plain.truth.boxes)
+        assert ob.truth.classes == plain.truth.classes and len(plain.truth)
+        assert ob.metadata["target_mass_g"] == plain.metadata["target_mass_g"]
+        assert ob.metadata["confusers"] == plain.metadata["confusers"]
+        assert ob.metadata["overburden"]["slabs"] >= len(plain.truth)
+        # slabs only add path length, and only of the organic goods
+        for m in ob.stack.materials:
+            a = ob.stack.thickness_cm[ob.stack.materials.index(m)]
+            b = plain.stack.thickness_cm[plain.stack.materials.index(m)] if m in plain.stack.materials else np.zeros_like(a)
+            assert np.all(a >= b - 1e-6)
+            if not np.allclose(a, b):
+                assert m in OVERBURDEN_MATERIALS
+        # every target's centre lies under at least the lightest slab
+        for x0, y0, x1, y1 in plain.truth.boxes:
+            i, j = int((y0 + y1) / 2), int((x0 + x1) / 2)
+            assert _areal_density(ob, i, j) - _areal_density(plain, i, j) >= OVERBURDEN_AREAL_DENSITY["baggage"][0] * 0.99
+
+
+def test_overburden_also_falls_on_negative_scenes():
+    """Slabs land anywhere too, so that the network cannot read a slab as a sign of a target."""
+    got = [compose_scene("negative_clutter", BAG, k, grid=SMALL, overburden=1.0) for k in range(8)]
+    assert all(not len(r.truth) for r in got)
+    assert sum(r.metadata["overburden"]["slabs"] for r in got) > 0
+
+
+def test_overburden_must_be_a_probability():
+    with pytest.raises(InvalidParameterError, match="overburden"):
+        compose_scene("luggage_clothes", BAG, 0, grid=SMALL, overburden=1.5)
