@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidParameterError
+from ..errors import FileAccessError, InvalidParameterError
 
 __all__ = ["DEFAULT_PROFILES", "INPUT_KINDS", "BuildConfig", "build_dataset", "randomized_profile", "render_as"]
 
@@ -537,10 +537,14 @@ def build_dataset(
     if config.held_out_family is not None and config.held_out_family not in FAMILIES:
         raise InvalidParameterError(f"held_out_family must be one of {sorted(FAMILIES)}, got {config.held_out_family!r}")
     root = Path(out)
-    for split in ("train", "val"):
-        (root / split / "images").mkdir(parents=True, exist_ok=True)
-        (root / split / "labels").mkdir(parents=True, exist_ok=True)
-    (root / "test").mkdir(parents=True, exist_ok=True)
+    try:
+        for split in ("train", "val"):
+            (root / split / "images").mkdir(parents=True, exist_ok=True)
+            (root / split / "labels").mkdir(parents=True, exist_ok=True)
+        (root / "test").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a file in the way, or a link to a folder that is gone
+        why = "a link to a missing folder" if root.is_symlink() and not root.exists() else exc.strerror or str(exc)
+        raise FileAccessError(f"cannot create the dataset folders: {why}", path=root) from exc
     counts: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
     for split, n in (("train", config.n_train), ("val", config.n_val), ("test", config.n_test)):

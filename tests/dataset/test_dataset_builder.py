@@ -181,3 +181,17 @@ def test_a_pooled_build_equals_a_single_process_build(tmp_path):
     a, b = files(one), files(two)
     assert a.keys() == b.keys() and any(k.endswith(".h5") for k in a)
     assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_build_into_a_dangling_link_names_the_folder(tmp_path):
+    from nii.dataset.builder import build_dataset
+    from nii.errors import FileAccessError
+
+    link = tmp_path / "d"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(FileAccessError, match="link to a missing folder") as e:
+        build_dataset(link, BuildConfig(n_train=1, n_val=0, n_test=0), command="x")
+    assert e.value.path == str(link)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FileAccessError, match="cannot create the dataset folders"):
+        build_dataset(tmp_path / "f", BuildConfig(n_train=1, n_val=0, n_test=0), command="x")
