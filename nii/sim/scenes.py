@@ -499,6 +499,8 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
                                             targets=targets, confusers=confusers, n_targets=n_targets)
     if sc.name == "mixed" and (targets is not None or confusers is not None):
         raise InvalidParameterError("targets= and confusers= overrides need a named scenario, not 'mixed'")
+    if not 0.0 <= float(overburden) <= 1.0:
+        raise InvalidParameterError(f"overburden must lie in [0, 1], got {overburden}")
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
     rng = np.random.default_rng(ss)
     domain = profile_domain(profile)
@@ -519,8 +521,6 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
     if not drawn.targets:
         has_target = False
     _COMPOSERS[drawn.container](canvas, rng, drawn, domain, has_target)
-    if not 0.0 <= float(overburden) <= 1.0:
-        raise InvalidParameterError(f"overburden must lie in [0, 1], got {overburden}")
     n_slabs = _add_overburden(canvas, ss, float(overburden), domain) if overburden > 0 else 0
     # truth
     boxes, classes, masks, kinds, masses, target_info = [], [], [], [], [], []
@@ -576,8 +576,8 @@ def _add_overburden(canvas: _Canvas, ss: np.random.SeedSequence, p: float, domai
     beside the target rather than on it) and holds an areal density of its material drawn from
     :data:`OVERBURDEN_AREAL_DENSITY` for the domain. Every scene, negatives included, also gets
     Poisson(``p``) slabs of 10-50 cm in the middle 80 % of the image, so that a slab is no sign of
-    a target. The draws use their own stream (a child of the scene's
-    seed) so that the rest of the scene does not move.
+    a target. The draws use their own stream (a child of the scene's seed) so that the rest of
+    the scene does not move.
     """
     from ..physics.tables import load_tables
 
