@@ -67,8 +67,9 @@ def register(subparsers) -> None:
                    help="targets per training scene that holds any (default 1,3; 'scenario' keeps each scenario's own)")
     b.add_argument("--target-crops", type=_nonneg_int, default=1, help="extra training tiles per target, target wholly inside (default 1)")
     b.add_argument("--train-overburden", type=float, default=0.0, metavar="P",
-                   help="probability that a training target gets a thick organic slab over it (3-25 g/cm² of wood, paper, "
-                   "food, water, plastics or textiles; domain randomisation; default 0: none; val/test never)")
+                   help="probability that a training target gets a thick organic slab over it (wood, paper, food, water, "
+                   "plastics or textiles: 2-10 g/cm² on baggage, 3-25 g/cm² on cargo profiles; domain randomisation; "
+                   "default 0: none; val/test never)")
     b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     b.add_argument("--feedback", action="append", default=[], metavar="DIR",
                    help="merge an operator-feedback export (`nii dataset add-feedback`) into the training split; repeatable")

@@ -110,8 +110,8 @@ class BuildConfig:
         Extra training tiles per target, placed at random with the target wholly inside.
     train_overburden : float
         Probability that each target of a training scene gets a thick organic slab laid over it
-        (3-25 g/cm² of wood, paper, food, water, plastics or textiles; see
-        :func:`nii.sim.scenes.compose_scene`): domain randomisation towards targets buried in
+        (wood, paper, food, water, plastics or textiles; 2-10 g/cm² on baggage, 3-25 g/cm² on
+        cargo profiles; see :func:`nii.sim.scenes.compose_scene`): domain randomisation towards targets buried in
         goods. Validation and test scenes never get one, and 0 (the default) builds the training
         scenes of earlier datasets unchanged.
     workers : int
