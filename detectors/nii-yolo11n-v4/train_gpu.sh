@@ -21,7 +21,8 @@
 # are every committed model's (3 mm, 320 px, yolo11n). A model at another pitch needs validation
 # and test splits built at that pitch to be packaged (`nii train --from-weights` checks).
 # OVERBURDEN=P lays thick organic slabs over training targets (`nii dataset build
-# --train-overburden P`; 0, the default, builds the scenes every committed model saw).
+# --train-overburden P`; 0, the default, builds the scenes every committed model saw);
+# OVERBURDEN_STYLE=textured gives the slabs structure and lays them over confusers too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
@@ -47,12 +48,13 @@ PITCH=${PITCH:-3.0}
 TILE=${TILE:-320}
 MODEL=${MODEL:-yolo11n}
 OVERBURDEN=${OVERBURDEN:-0}
+OVERBURDEN_STYLE=${OVERBURDEN_STYLE:-box}
 t0=$(date +%s)
 
 # one numba/OpenMP thread per builder process: the parallelism is across processes
 NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 "$PY" -m nii -v dataset build --out "$DATA" --seed 2026 --n-train "$N_TRAIN" --train-first-index "$FIRST" --n-val 24 --n-test 0 \
     --pitch-mm "$PITCH" --tile "$TILE" --overlap 64 --held-out timber --kinds 0.7,0.15,0.15 \
-    --train-targets 1,3 --target-crops 1 --train-overburden "$OVERBURDEN" --workers "$WORKERS"
+    --train-targets 1,3 --target-crops 1 --train-overburden "$OVERBURDEN" --overburden-style "$OVERBURDEN_STYLE" --workers "$WORKERS"
 
 if [ -n "$EPOCHS" ]; then
     # a fixed epoch count (same learning-rate schedule on any hardware) instead of the time cap

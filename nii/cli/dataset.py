@@ -70,6 +70,9 @@ def register(subparsers) -> None:
                    help="probability that a training target gets a thick organic slab over it (wood, paper, food, water, "
                    "plastics or textiles: 2-10 g/cm² on baggage, 3-25 g/cm² on cargo profiles; domain randomisation; "
                    "default 0: none; val/test never)")
+    b.add_argument("--overburden-style", choices=("box", "textured"), default="box",
+                   help="slabs of --train-overburden: 'box' (default: uniform boxes over targets) or 'textured' (boards "
+                   "with gaps and knots, voided boxes, round masses, bundles of rolls; over confusers as often as over targets)")
     b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     b.add_argument("--feedback", action="append", default=[], metavar="DIR",
                    help="merge an operator-feedback export (`nii dataset add-feedback`) into the training split; repeatable")
@@ -142,6 +145,7 @@ def _build(args) -> int:
         train_targets=args.train_targets,
         target_crops=args.target_crops,
         train_overburden=args.train_overburden,
+        train_overburden_style=args.overburden_style,
         workers=args.workers,
     )
     command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -114,6 +114,11 @@ class BuildConfig:
         cargo profiles; see :func:`nii.sim.scenes.compose_scene`): domain randomisation towards targets buried in
         goods. Validation and test scenes never get one, and 0 (the default) builds the training
         scenes of earlier datasets unchanged.
+    train_overburden_style : {"box", "textured"}
+        ``box`` (the default; every dataset built before 2026-11-27): uniform slabs over targets
+        plus a few anywhere. ``textured``: boards with gaps and knots, voided boxes with grain,
+        round masses and bundles of rolls, laid over confusers as often as over targets (see
+        :func:`nii.sim.scenes.compose_scene`).
     workers : int
         Worker processes.
     """
@@ -139,6 +144,7 @@ class BuildConfig:
     train_targets: tuple[int, int] | None = (1, 3)
     target_crops: int = 1
     train_overburden: float = 0.0
+    train_overburden_style: str = "box"
     workers: int = 1
 
     def __post_init__(self) -> None:
@@ -163,6 +169,11 @@ class BuildConfig:
             raise InvalidParameterError(f"target_crops must be in [0, 8], got {self.target_crops}")
         if not 0.0 <= self.train_overburden <= 1.0:
             raise InvalidParameterError(f"train_overburden must lie in [0, 1], got {self.train_overburden}")
+        from ..sim.scenes import OVERBURDEN_STYLES
+
+        if self.train_overburden_style not in OVERBURDEN_STYLES:
+            raise InvalidParameterError(f"train_overburden_style must be one of {', '.join(OVERBURDEN_STYLES)}, "
+                                        f"got {self.train_overburden_style!r}")
 
 
 def randomized_profile(profile: Any, rng: np.random.Generator) -> Any:
@@ -278,6 +289,8 @@ def _make_scene(cfg: BuildConfig, split: str, index: int, root: Path) -> list[di
         kw["n_targets"] = tuple(cfg.train_targets)
     if split == "train" and cfg.train_overburden > 0:
         kw["overburden"] = float(cfg.train_overburden)
+        if cfg.train_overburden_style != "box":
+            kw["overburden_style"] = cfg.train_overburden_style
     scene = compose_scene(scenario, prof, ss_scene, **kw)
     sim_prof = randomized_profile(prof, rng) if cfg.randomize else prof
     scan_id = f"{split}_{index:06d}"

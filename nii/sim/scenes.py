@@ -37,7 +37,9 @@ from ..containers import Truth
 from ..errors import InvalidParameterError
 from .phantoms import Grid, Phantom, build, project, random_rotation
 from .phantoms.primitives import box as _box_part
+from .phantoms.primitives import ellipsoid as _ellipsoid_part
 from .phantoms.primitives import rotation_about
+from .phantoms.primitives import tube as _tube_parts
 from .types import MaterialStack, SceneResult
 
 __all__ = [
@@ -458,7 +460,8 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
                   grid: Grid | None = None, target_fraction: float | None = None, clutter_density: float | None = None,
                   overlap: float | None = None, force_target: bool | None = None, backend: str = "numba",
                   targets: tuple[str, ...] | None = None, confusers: tuple[str, ...] | None = None,
-                  n_targets: tuple[int, int] | None = None, overburden: float = 0.0) -> SceneResult:
+                  n_targets: tuple[int, int] | None = None, overburden: float = 0.0,
+                  overburden_style: str = "box") -> SceneResult:
     """Compose one scene of ``scenario`` for ``profile`` (anything with the pitch/channel fields of
     :class:`nii.profiles.ScannerProfile`).
 
@@ -484,6 +487,12 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         domain randomisation; see :data:`OVERBURDEN_MATERIALS`). Its draws come from a stream of
         their own, so a scene with ``overburden=0`` (the default) is the scene it always was, and
         with any value the same objects sit in the same places: only the slabs are added.
+    overburden_style : {"box", "textured"}
+        ``box`` (the default, every dataset built before 2026-11-27): uniform boxes over targets
+        plus Poisson(``overburden``) boxes anywhere. ``textured``: slabs with structure (boards
+        with gaps and knots, boxes with voids and grain, round masses and bundles of rolls) laid
+        over confusers as often as over targets, so that neither thick uneven organic matter nor
+        a slab over a compact object is a sign of a target (see :func:`_add_overburden`).
 
     Returns
     -------
@@ -501,6 +510,8 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         raise InvalidParameterError("targets= and confusers= overrides need a named scenario, not 'mixed'")
     if not 0.0 <= float(overburden) <= 1.0:
         raise InvalidParameterError(f"overburden must lie in [0, 1], got {overburden}")
+    if overburden_style not in OVERBURDEN_STYLES:
+        raise InvalidParameterError(f"overburden_style must be one of {', '.join(OVERBURDEN_STYLES)}, got {overburden_style!r}")
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
     rng = np.random.default_rng(ss)
     domain = profile_domain(profile)
@@ -521,7 +532,7 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
     if not drawn.targets:
         has_target = False
     _COMPOSERS[drawn.container](canvas, rng, drawn, domain, has_target)
-    n_slabs = _add_overburden(canvas, ss, float(overburden), domain) if overburden > 0 else 0
+    n_slabs = _add_overburden(canvas, ss, float(overburden), domain, overburden_style) if overburden > 0 else 0
     # truth
     boxes, classes, masks, kinds, masses, target_info = [], [], [], [], [], []
     for (ph, mask), volumes in zip(canvas.targets, canvas.target_volumes):
@@ -555,7 +566,7 @@ def compose_scene(scenario: str | Scenario, profile: Any, seed: int | np.random.
         "objects": canvas.objects,
     }
     if overburden > 0:
-        meta["overburden"] = {"probability": float(overburden), "slabs": n_slabs}
+        meta["overburden"] = {"probability": float(overburden), "slabs": n_slabs, "style": overburden_style}
     return SceneResult(stack=stack, truth=truth, masks=tuple(masks), scenario=drawn.name,
                        seed=int(ss.generate_state(1)[0]), metadata=meta)
 
@@ -569,15 +580,27 @@ OVERBURDEN_MATERIALS: tuple[str, ...] = ("wood", "cellulose", "paper", "cardboar
 OVERBURDEN_AREAL_DENSITY: Mapping[str, tuple[float, float]] = types.MappingProxyType({"baggage": (2.0, 10.0), "cargo": (3.0, 25.0)})
 
 
-def _add_overburden(canvas: _Canvas, ss: np.random.SeedSequence, p: float, domain: str) -> int:
-    """Lay a box of organic material over each target with probability ``p``; return how many.
+#: Styles of :func:`compose_scene`'s ``overburden``.
+OVERBURDEN_STYLES: tuple[str, ...] = ("box", "textured")
+#: Confusers per scene that may get a slab over them in the ``textured`` style (targets get one
+#: each with the same probability; a scene holds 1-3 targets in training).
+_OVERBURDEN_MAX_CONFUSER_SITES = 3
 
-    The slab covers the target's footprint (1.1-2.5x its box plus 2-10 cm, so its edges fall
-    beside the target rather than on it) and holds an areal density of its material drawn from
+
+def _add_overburden(canvas: _Canvas, ss: np.random.SeedSequence, p: float, domain: str, style: str = "box") -> int:
+    """Lay organic slabs over targets (each with probability ``p``) and elsewhere; return how many.
+
+    A slab over an object covers its footprint (1.1-2.5x its box plus 2-10 cm, so its edges fall
+    beside the object rather than on it) and holds an areal density of its material drawn from
     :data:`OVERBURDEN_AREAL_DENSITY` for the domain. Every scene, negatives included, also gets
-    Poisson(``p``) slabs of 10-50 cm in the middle 80 % of the image, so that a slab is no sign of
-    a target. The draws use their own stream (a child of the scene's seed) so that the rest of
-    the scene does not move.
+    Poisson(``p``) slabs of 10-50 cm in the middle 80 % of the image. The draws use their own
+    stream (a child of the scene's seed) so that the rest of the scene does not move.
+
+    ``style="box"``: uniform boxes, over targets only. ``style="textured"``: up to three
+    confusers per scene also get a slab with probability ``p`` (so that a slab over a compact
+    object is no sign of a target), and each slab has structure: parallel boards with gaps and
+    knots, a box with voids and denser grain strips, a round mass (thickest in the middle), or
+    a bundle of rolls (cylinders side by side, curved profiles); see :func:`_textured_slab`.
     """
     from ..physics.tables import load_tables
 
@@ -586,9 +609,12 @@ def _add_overburden(canvas: _Canvas, ss: np.random.SeedSequence, p: float, domai
     g = canvas.grid
     hcm, wcm = g.size_cm
     placed: list[tuple[float, float, np.ndarray]] = []
-    for _ph, mask in list(canvas.targets):
-        b = _mask_box(mask)
-        if b is None or rng.random() >= p:
+    sites = [b for _ph, mask in list(canvas.targets) if (b := _mask_box(mask)) is not None]
+    if style == "textured" and canvas.confusers:
+        order = rng.permutation(len(canvas.confusers))[:_OVERBURDEN_MAX_CONFUSER_SITES]
+        sites += [tuple(canvas.confusers[int(k)]["box"]) for k in order]
+    for b in sites:
+        if rng.random() >= p:
             continue
         w = (b[2] - b[0]) * g.px * rng.uniform(1.1, 2.5) + rng.uniform(2, 10)
         h = (b[3] - b[1]) * g.py * rng.uniform(1.1, 2.5) + rng.uniform(2, 10)
@@ -601,10 +627,77 @@ def _add_overburden(canvas: _Canvas, ss: np.random.SeedSequence, p: float, domai
     for w, h, c in placed:
         mat = OVERBURDEN_MATERIALS[int(rng.integers(0, len(OVERBURDEN_MATERIALS)))]
         t = rng.uniform(lo, hi) / tables.density(mat)
-        slab = Phantom("overburden_slab", (_box_part(mat, (w / 2, h / 2, t / 2)),), role="clutter",
-                       info={"size_cm": [float(w), float(h)], "thickness_cm": float(t), "material": mat})
-        canvas.add(slab, c, _yaw(rng, 20.0))
+        info = {"size_cm": [float(w), float(h)], "thickness_cm": float(t), "material": mat}
+        if style == "box":
+            parts: tuple = (_box_part(mat, (w / 2, h / 2, t / 2)),)
+        else:
+            parts, info["shape"] = _textured_slab(rng, mat, w, h, t)
+        canvas.add(Phantom("overburden_slab", parts, role="clutter", info=info), c, _yaw(rng, 20.0))
     return len(placed)
+
+
+def _textured_slab(rng: np.random.Generator, mat: str, w: float, h: float, t: float) -> tuple[tuple, str]:
+    """Parts of one structured slab of ``mat`` covering ``w`` x ``h`` cm, ``t`` cm thick at most
+    places; and the shape's name. The grain runs along x or y at random.
+
+    * ``boards``: 2-8 parallel boards of 0.6-1.3 t with 0-2 cm gaps, and 0-4 knots (flat
+      ellipsoids adding 0.3-0.8 t);
+    * ``voided``: a box with 1-5 ellipsoidal voids (up to 90 % of its thickness) and 2-8 grain
+      strips adding 5-25 % of its thickness;
+    * ``round``: an ellipsoid ``t`` thick in the middle, thinning to its rim (a sack, a bale);
+    * ``rolls``: 1-5 cylinders side by side along the grain (rolled cloth or paper, poles), each
+      ``t`` thick on its axis.
+    """
+    along_x = bool(rng.random() < 0.5)
+    length, across = (w, h) if along_x else (h, w)
+
+    def xy(u: float, v: float) -> tuple[float, float]:  # (along, across) -> (x, y)
+        return (u, v) if along_x else (v, u)
+
+    shape = ("boards", "voided", "round", "rolls")[int(rng.choice(4, p=[0.35, 0.3, 0.15, 0.2]))]
+    parts: list = []
+    if shape == "boards":
+        n = int(rng.integers(2, 9))
+        gaps = rng.uniform(0.0, 2.0, n - 1) * (rng.random(n - 1) < 0.6)
+        bw = max((across - gaps.sum()) / n, 1.0)
+        v = -across / 2
+        for k in range(n):
+            tk = t * rng.uniform(0.6, 1.3)
+            cx, cy = xy(rng.normal(0, 0.03 * length), v + bw / 2)
+            hx, hy = xy(length / 2, bw / 2)
+            parts.append(_box_part(mat, (hx, hy, tk / 2), center=(cx, cy, 0.0)))
+            v += bw + (gaps[k] if k < n - 1 else 0.0)
+        for _ in range(int(rng.integers(0, 5))):
+            r = rng.uniform(1.0, min(4.0, bw / 2 + 0.5))
+            cx, cy = xy(rng.uniform(-0.45, 0.45) * length, rng.uniform(-0.45, 0.45) * across)
+            parts.append(_ellipsoid_part(mat, (r, r * rng.uniform(0.6, 1.0), t * rng.uniform(0.15, 0.4)), center=(cx, cy, 0.0)))
+    elif shape == "voided":
+        parts.append(_box_part(mat, (w / 2, h / 2, t / 2)))
+        for _ in range(int(rng.integers(1, 6))):
+            a = min(rng.uniform(1.0, 6.0), 0.4 * length)
+            b = min(rng.uniform(0.5, 3.0), 0.4 * across)
+            cz = t / 2 * rng.uniform(0.2, 0.9)
+            cx, cy = xy(rng.uniform(-0.5, 0.5) * (length - 2 * a), rng.uniform(-0.5, 0.5) * (across - 2 * b))
+            sa, sb = xy(a, b)
+            parts.append(_ellipsoid_part(mat, (sa, sb, cz), center=(cx, cy, 0.0), sign=-1))
+        for _ in range(int(rng.integers(2, 9))):
+            sw = rng.uniform(0.3, 2.0)
+            cx, cy = xy(0.0, rng.uniform(-0.5, 0.5) * (across - sw))
+            hx, hy = xy(length / 2, sw / 2)
+            parts.append(_box_part(mat, (hx, hy, t * rng.uniform(0.025, 0.125)), center=(cx, cy, t / 2 + 0.01)))
+    elif shape == "round":
+        parts.append(_ellipsoid_part(mat, (w / 2, h / 2, t / 2)))
+    else:
+        n = max(1, min(5, int(across // max(t, 1e-3))))
+        r = t / 2
+        pitch = across / n
+        for k in range(n):
+            v = -across / 2 + pitch * (k + 0.5)
+            u0 = -length / 2 * rng.uniform(0.85, 1.0)
+            u1 = length / 2 * rng.uniform(0.85, 1.0)
+            (x0, y0), (x1, y1) = xy(u0, v), xy(u1, v)
+            parts += _tube_parts(mat, np.array([[x0, y0, 0.0], [x1, y1, 0.0]]), np.array([r, r]))
+    return tuple(parts), shape
 
 
 # ----------------------------------------------------------------------------------------------

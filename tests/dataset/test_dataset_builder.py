@@ -38,6 +38,8 @@ def test_config_validation():
         BuildConfig(train_first_index=-1)
     with pytest.raises(InvalidParameterError, match="train_overburden"):
         BuildConfig(train_overburden=1.2)
+    with pytest.raises(InvalidParameterError, match="train_overburden_style"):
+        BuildConfig(train_overburden=0.5, train_overburden_style="planks")
 
 
 def test_held_out_family_never_in_train_pool():
@@ -152,9 +154,12 @@ def test_train_overburden_changes_training_scenes_only(tmp_path):
     kw = {"n_train": 2, "n_val": 1, "n_test": 0, "seed": 9, "profiles": ("baggage_sandwich_140",), "profile_weights": None, "val_tile_scans": 1}
     a = build_dataset(tmp_path / "a", BuildConfig(**kw), command="a")
     b = build_dataset(tmp_path / "b", BuildConfig(train_overburden=1.0, **kw), command="b")
+    c = build_dataset(tmp_path / "c", BuildConfig(train_overburden=1.0, train_overburden_style="textured", **kw), command="c")
     assert json.loads((b / "dataset.json").read_text())["config"]["train_overburden"] == 1.0
-    ta, tb = ({p.name: p.read_bytes() for p in (d / "train" / "images").glob("*.png")} for d in (a, b))
+    assert json.loads((c / "dataset.json").read_text())["config"]["train_overburden_style"] == "textured"
+    ta, tb, tc = ({p.name: p.read_bytes() for p in (d / "train" / "images").glob("*.png")} for d in (a, b, c))
     assert ta.keys() == tb.keys() and any(ta[k] != tb[k] for k in ta)
+    assert tc.keys() == tb.keys() and any(tc[k] != tb[k] for k in tc)
     (va,), (vb,) = ((d / "val" / "scans").glob("*.h5") for d in (a, b))
     sa, sb = read(va), read(vb)
     np.testing.assert_array_equal(sa.attenuation, sb.attenuation)

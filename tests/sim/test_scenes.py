@@ -244,3 +244,85 @@ def test_overburden_also_falls_on_negative_scenes():
 def test_overburden_must_be_a_probability():
     with pytest.raises(InvalidParameterError, match="overburden"):
         compose_scene("luggage_clothes", BAG, 0, grid=SMALL, overburden=1.5)
+    with pytest.raises(InvalidParameterError, match="overburden_style"):
+        compose_scene("luggage_clothes", BAG, 0, grid=SMALL, overburden=0.5, overburden_style="planks")
+
+
+def test_box_overburden_is_the_default_style():
+    for k in range(3):
+        _same(compose_scene("mixed", BAG, k, grid=SMALL, overburden=0.7),
+              compose_scene("mixed", BAG, k, grid=SMALL, overburden=0.7, overburden_style="box"))
+
+
+def _added(ob, plain):
+    """Per-pixel path length (cm) that ``ob`` holds beyond ``plain``, and the materials it comes from."""
+    extra = np.zeros(ob.stack.thickness_cm.shape[1:])
+    mats = set()
+    for k, m in enumerate(ob.stack.materials):
+        a = ob.stack.thickness_cm[k]
+        b = plain.stack.thickness_cm[plain.stack.materials.index(m)] if m in plain.stack.materials else np.zeros_like(a)
+        assert np.all(a >= b - 1e-5), m  # voids never cut into the scene's own objects
+        if not np.allclose(a, b):
+            mats.add(m)
+            extra += a - b
+    return extra, mats
+
+
+def test_textured_overburden_moves_no_object_and_adds_only_organic_goods():
+    from nii.sim.scenes import OVERBURDEN_MATERIALS
+
+    for k in range(4):
+        plain = compose_scene("luggage_clothes", BAG, k, grid=SMALL, force_target=True)
+        ob = compose_scene("luggage_clothes", BAG, k, grid=SMALL, force_target=True, overburden=1.0, overburden_style="textured")
+        np.testing.assert_array_equal(ob.truth.boxes, plain.truth.boxes)
+        assert ob.truth.classes == plain.truth.classes and len(plain.truth)
+        assert ob.metadata["confusers"] == plain.metadata["confusers"]
+        assert ob.metadata["overburden"]["style"] == "textured"
+        extra, mats = _added(ob, plain)
+        assert mats and mats <= set(OVERBURDEN_MATERIALS)
+        # every target has organic matter laid over part of its box
+        for x0, y0, x1, y1 in plain.truth.boxes.astype(int):
+            assert extra[y0:y1 + 1, x0:x1 + 1].max() > 0
+
+
+def test_textured_overburden_falls_on_confusers_of_negative_scenes():
+    """A slab over a compact object must be no sign of a target: confusers get them too."""
+    checked = 0
+    for k in range(12):
+        plain = compose_scene("negative_confusers", BAG, k, grid=SMALL)
+        confusers = plain.metadata["confusers"]
+        if not 1 <= len(confusers) <= 3:  # with more, three of them are drawn
+            continue
+        ob = compose_scene("negative_confusers", BAG, k, grid=SMALL, overburden=1.0, overburden_style="textured")
+        assert not len(ob.truth) and ob.metadata["overburden"]["slabs"] >= len(confusers)
+        extra, _ = _added(ob, plain)
+        for c in confusers:
+            x0, y0, x1, y1 = (int(v) for v in c["box"])
+            assert extra[y0:y1 + 1, x0:x1 + 1].max() > 0, c
+        checked += 1
+    assert checked >= 3
+    # the box style leaves negative scenes to the Poisson draws alone
+    boxed = [compose_scene("negative_confusers", BAG, k, grid=SMALL, overburden=1.0).metadata["overburden"]["slabs"] for k in range(12)]
+    textured = [compose_scene("negative_confusers", BAG, k, grid=SMALL, overburden=1.0, overburden_style="textured")
+                .metadata["overburden"]["slabs"] for k in range(12)]
+    assert sum(textured) > sum(boxed)
+
+
+def test_textured_slabs_are_uneven_and_of_every_shape():
+    """Boards with gaps and knots, voided boxes, round masses, rolls: thickness varies inside a slab."""
+    from nii.sim.phantoms import Phantom, project
+    from nii.sim.scenes import _textured_slab
+
+    rng = np.random.default_rng(5)
+    seen = set()
+    for _ in range(60):
+        parts, shape = _textured_slab(rng, "wood", 40.0, 25.0, 8.0)
+        seen.add(shape)
+        ph = Phantom("overburden_slab", parts, role="clutter")
+        pr = project(ph, Grid((300, 300), (2.0, 2.0)), rotation=np.eye(3), center=np.array([30.0, 30.0, 0.0]))
+        t = pr.maps["wood"]
+        inside = t[t > 0.05]
+        assert inside.size and inside.max() <= 8.0 * 1.3 + 8.0 * 0.4 * 2 + 1e-3  # thickest board plus a knot
+        assert np.ptp(inside) > 0.05 * inside.mean(), shape  # not a uniform box
+        assert np.all(t >= -1e-6)  # voids stay inside their box
+    assert seen == {"boards", "voided", "round", "rolls"}
