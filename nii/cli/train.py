@@ -8,6 +8,7 @@ Two machines (train on a lent GPU, package on the CPU box; see detectors/nii-yol
 
     nii train --data D --out W --weights-only --device 0 ...        # model.pt + train_info.json
     nii train --data datasets/det-v2d --out detectors/M --from-weights W/model.pt
+    nii train ... --from-weights W/model.pt --average-with detectors/nii-yolo11n-v6/model.pt --mix 0.5
 
 A continuation on new scenes (how v6 was made from v4)::
 
@@ -67,6 +68,10 @@ def register(subparsers) -> None:
     p.add_argument("--from-weights", default=None, metavar="PT",
                    help="skip training: export, calibrate and evaluate weights written by --weights-only (train_info.json "
                    "beside them); --data must be built with the same seed and settings")
+    p.add_argument("--average-with", default=None, metavar="PT",
+                   help="with --from-weights: package (1 - MIX) x PT + MIX x the --from-weights network, averaged parameter by "
+                   "parameter (e.g. a network and its continuation on new data)")
+    p.add_argument("--mix", type=float, default=0.5, help="weight of the --from-weights network in --average-with (default 0.5)")
     p.add_argument("--set-default", action="store_true", help="write detectors/DEFAULT naming the new model")
     p.add_argument("--json", action="store_true", help="print the test metrics as JSON")
     p.set_defaults(handler=_handle)
@@ -107,7 +112,7 @@ def _handle(args) -> int:
     con = stderr_console()
     command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     out = train_model(args.data, args.out, recipe=recipe, work_dir=args.work_dir, command=command, progress=lambda s: con.print(s),
-                      weights_only=args.weights_only, from_weights=args.from_weights)
+                      weights_only=args.weights_only, from_weights=args.from_weights, average_with=args.average_with, mix=args.mix)
     if args.weights_only:
         if args.json:
             emit_json({"model": str(out), "weights": str(Path(out) / "model.pt")})

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import FileAccessError, InvalidParameterError, ModelError
 
-__all__ = ["TorchBackend", "available", "export_architecture_onnx", "export_onnx", "model_yaml", "predict_ultralytics", "settings_dir", "train"]
+__all__ = ["TorchBackend", "available", "average_pt", "export_architecture_onnx", "export_onnx", "model_yaml", "predict_ultralytics", "settings_dir", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +345,43 @@ def strip_pt(pt: str | os.PathLike, out: str | os.PathLike) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(pt, out)
         strip_optimizer(str(out))
+    return out
+
+
+def average_pt(a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike, *, weight: float) -> Path:
+    """Write ``(1 - weight) * a + weight * b`` parameter by parameter (BatchNorm statistics alike).
+
+    Both must be Ultralytics checkpoints of the same architecture (same parameter names and
+    shapes), e.g. a network and its continuation on new data ("weight-space ensembling": the
+    average often keeps what the first knew and what the second learned). Floating tensors are
+    averaged in float32 and stored in ``b``'s dtype; integer buffers (BatchNorm's batch counter)
+    are ``b``'s. The rest of the checkpoint (metadata, training arguments) is ``b``'s.
+    """
+    if not 0.0 <= float(weight) <= 1.0:
+        raise InvalidParameterError(f"average weight must lie in [0, 1], got {weight}")
+    with _contained():
+        import torch
+
+        ckpts = []
+        for p in (a, b):
+            try:
+                ck = torch.load(p, map_location="cpu", weights_only=False)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is reported with its path
+                raise ModelError(f"cannot read an Ultralytics checkpoint: {exc}", path=p) from exc
+            if not isinstance(ck, dict) or getattr(ck.get("model"), "state_dict", None) is None:
+                raise ModelError("not an Ultralytics checkpoint (no 'model')", path=p)
+            ckpts.append(ck)
+        sa, sb = (ck["model"].state_dict() for ck in ckpts)
+        if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
+            raise ModelError(f"cannot average networks of different architectures ({a} and {b})", path=b)
+        w = float(weight)
+        mixed = {k: (((1 - w) * sa[k].float() + w * v.float()).to(v.dtype) if v.is_floating_point() else v) for k, v in sb.items()}
+        ckpts[1]["model"].load_state_dict(mixed)
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        torch.save(ckpts[1], tmp)
+        os.replace(tmp, out)
     return out
 
 

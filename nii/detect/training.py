@@ -287,6 +287,13 @@ def write_model_card(folder: Path, *, config: Any, recipe: Recipe, manifest: dic
                  f"{init.get('epochs_run', '?')} epochs in {init.get('train_seconds', 0) / 60:.1f} min on {_device_name(init.get('device', '?'))} "
                  f"({init.get('n_train_images', '?')} training tiles; recipe `{json.dumps(init.get('recipe', {}))}`).")
         init = init.get("init")
+    wa = train_info.get("weight_average")
+    if wa:
+        w0, w1 = wa.get("with", {}), wa.get("of", {})
+        L.append(f"The packaged weights are not those weights alone but the average {1 - float(wa.get('mix', 0.5)):g} x "
+                 f"`{w0.get('weights', '?')}` (sha256 {str(w0.get('sha256', '?'))[:12]}…) + {float(wa.get('mix', 0.5)):g} x "
+                 f"`{w1.get('weights', '?')}` (sha256 {str(w1.get('sha256', '?'))[:12]}…, the run above), parameter by parameter "
+                 f"with BatchNorm statistics alike (`nii train --from-weights ... --average-with ... --mix ...`).")
     L.append("")
     L += ["## Operating point", "", f"Thresholds calibrated on the validation split ({thresholds.n_negative} negative images, "
           f"FAR resolution {1 / thresholds.n_negative:.2%}), rule `{thresholds.method}`, default FAR {thresholds.default_far:.2%}.", ""]
@@ -382,6 +389,8 @@ def train_model(
     progress: Callable[[str], None] | None = None,
     weights_only: bool = False,
     from_weights: str | os.PathLike | None = None,
+    average_with: str | os.PathLike | None = None,
+    mix: float = 0.5,
 ) -> Path:
     """Train, export, calibrate, evaluate and package a model folder at ``out``; return it.
 
@@ -394,12 +403,23 @@ def train_model(
       exported, calibrated on ``data``'s validation scans and evaluated on its test scans. The
       recipe recorded at training time is used (``recipe`` is ignored) and ``data`` must have been
       built with the same seed and settings, so that its val/test scenes are disjoint from training.
+    * ``average_with=PT0`` (with ``from_weights``) packages ``(1 - mix) * PT0 + mix * PT``,
+      averaged parameter by parameter (BatchNorm statistics alike), e.g. a network and its
+      continuation on new data (how nii-yolo11n-v13 was made from v6 and its continuation). The recipe and
+      training record are ``PT``'s; the average is recorded in ``train_info.json`` and the card.
     """
     from . import _ultralytics as ul
     from .detector import write_sha256sums
 
     if weights_only and from_weights is not None:
         raise InvalidParameterError("weights_only and from_weights exclude each other")
+    if average_with is not None:
+        if from_weights is None:
+            raise InvalidParameterError("average_with needs from_weights (the network to average it with)")
+        if not 0.0 <= float(mix) <= 1.0:
+            raise InvalidParameterError(f"mix must lie in [0, 1], got {mix}")
+        if not Path(average_with).is_file():
+            raise FileAccessError("weights to average with not found", path=average_with)
     data = Path(data).resolve()
     out = Path(out)
     manifest = _read_manifest(data)
@@ -420,7 +440,11 @@ def train_model(
         ul_args = prior.get("ultralytics_args", {})
         train_command = prior.get("command", "")
         out.mkdir(parents=True, exist_ok=True)
-        if weights.resolve() != (out / "model.pt").resolve():
+        if average_with is not None:
+            info["weight_average"] = {"mix": float(mix), "of": _init_record(weights), "with": _init_record(Path(average_with))}
+            ul.average_pt(average_with, weights, out / "model.pt", weight=float(mix))
+            say(f"averaged {1 - float(mix):g} x {average_with} + {float(mix):g} x {weights}")
+        elif weights.resolve() != (out / "model.pt").resolve():
             shutil.copyfile(weights, out / "model.pt")
         say(f"packaging weights trained on {_device_name(info.get('device', '?'))} ({info.get('epochs_run', '?')} epochs); exporting")
     if int(manifest.get("tile_size", recipe.imgsz)) != recipe.imgsz:

@@ -112,6 +112,14 @@ def test_from_weights_needs_the_training_record(tmp_path):
         train_model(tmp_path / "data", tmp_path / "m", recipe=Recipe(), from_weights=tmp_path / "w" / "model.pt")
     with pytest.raises(InvalidParameterError, match="exclude each other"):
         train_model(tmp_path / "data", tmp_path / "m", recipe=Recipe(), weights_only=True, from_weights=tmp_path / "w" / "model.pt")
+    with pytest.raises(InvalidParameterError, match="average_with needs from_weights"):
+        train_model(tmp_path / "data", tmp_path / "m", recipe=Recipe(), average_with=tmp_path / "w" / "model.pt")
+    with pytest.raises(InvalidParameterError, match="mix must lie"):
+        train_model(tmp_path / "data", tmp_path / "m", recipe=Recipe(), from_weights=tmp_path / "w" / "model.pt",
+                    average_with=tmp_path / "w" / "model.pt", mix=2.0)
+    with pytest.raises(FileAccessError, match="weights to average with not found"):
+        train_model(tmp_path / "data", tmp_path / "m", recipe=Recipe(), from_weights=tmp_path / "w" / "model.pt",
+                    average_with=tmp_path / "missing.pt")
     assert not (tmp_path / "m").exists()
 
 

@@ -133,6 +133,66 @@ def test_two_stage_training_weights_only_then_package(ul, tmp_path):
     assert info2["ultralytics_args"]["mosaic"] == 0.0
     out2 = train_model(data, tmp_path / "m2", recipe=Recipe(), from_weights=cont / "model.pt")
     assert "It continued from `model.pt`" in (out2 / "MODEL_CARD.md").read_text()
+    # the continuation averaged with its start, packaged and recorded as such
+    out3 = train_model(data, tmp_path / "m3", recipe=Recipe(), from_weights=cont / "model.pt", average_with=w / "model.pt", mix=0.3)
+    wa = json.loads((out3 / "train_info.json").read_text())["weight_average"]
+    assert wa["mix"] == 0.3 and wa["with"]["weights"] == str(w / "model.pt") and wa["of"]["weights"] == str(cont / "model.pt")
+    assert "the average 0.7 x" in (out3 / "MODEL_CARD.md").read_text()
+    assert (out3 / "model.pt").read_bytes() != (cont / "model.pt").read_bytes()
+    assert Detector.load(out3).config.tile_size == 64
+
+
+def test_weight_average_is_the_parameterwise_mix(ul, demo_dir, tmp_path):
+    import torch
+
+    from nii.errors import InvalidParameterError, ModelError
+
+    ck = torch.load(demo_dir / "model.pt", map_location="cpu", weights_only=False)
+    sd = {k: v.clone() for k, v in ck["model"].state_dict().items()}  # state_dict() shares the parameters' storage
+    doubled = {k: (v * 2 if v.is_floating_point() else v) for k, v in sd.items()}
+    ck["model"].load_state_dict(doubled)
+    torch.save(ck, tmp_path / "b.pt")
+    ul.average_pt(demo_dir / "model.pt", tmp_path / "b.pt", tmp_path / "m.pt", weight=0.25)
+    got = torch.load(tmp_path / "m.pt", map_location="cpu", weights_only=False)["model"].state_dict()
+    assert got.keys() == sd.keys()
+    n_float = 0
+    for k, v in sd.items():
+        if v.is_floating_point():
+            n_float += 1
+            torch.testing.assert_close(got[k].float(), 1.25 * v.float(), rtol=2e-3, atol=1e-4)  # 0.75 a + 0.25 (2 a)
+            assert got[k].dtype == v.dtype
+        else:
+            assert torch.equal(got[k], v)
+    assert n_float > 20
+    # the ends of the range are the networks themselves
+    ul.average_pt(demo_dir / "model.pt", tmp_path / "b.pt", tmp_path / "a.pt", weight=0.0)
+    a = torch.load(tmp_path / "a.pt", map_location="cpu", weights_only=False)["model"].state_dict()
+    assert all(torch.equal(a[k], sd[k]) for k in sd)
+    with pytest.raises(InvalidParameterError, match="average weight"):
+        ul.average_pt(demo_dir / "model.pt", tmp_path / "b.pt", tmp_path / "x.pt", weight=1.5)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="junk.pt"):
+        ul.average_pt(tmp_path / "junk.pt", tmp_path / "b.pt", tmp_path / "x.pt", weight=0.5)
+    # another architecture (a yolo11-pico with 1 class instead of 4) is refused
+    other = torch.load(demo_dir / "model.pt", map_location="cpu", weights_only=False)
+    m = other["model"]
+    last = [k for k, v in m.state_dict().items() if v.ndim == 4 and v.shape[0] > 1][-1]
+    sd2 = dict(m.state_dict())
+    sd2[last] = sd2[last][:1]
+    torch.save({"model": _Holder(sd2)}, tmp_path / "c.pt")
+    with pytest.raises(ModelError, match="different architectures"):
+        ul.average_pt(demo_dir / "model.pt", tmp_path / "c.pt", tmp_path / "x.pt", weight=0.5)
+    assert not (tmp_path / "x.pt").exists()
+
+
+class _Holder:
+    """A stand-in module whose state_dict has other shapes (picklable at module level)."""
+
+    def __init__(self, sd):
+        self._sd = sd
+
+    def state_dict(self):
+        return self._sd
 
 
 def test_continued_training_starts_from_the_given_weights(ul, tmp_path):
