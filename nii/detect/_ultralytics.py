@@ -380,8 +380,11 @@ def average_pt(a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLik
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
-        torch.save(ckpts[1], tmp)
-        os.replace(tmp, out)
+        try:
+            torch.save(ckpts[1], tmp)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)  # nothing half-written stays behind
     return out
 
 
