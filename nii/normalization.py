@@ -413,11 +413,15 @@ def _resample_block(att, valid, imp, ih, wh, iw, ww):
     to gathering rows then columns with :func:`_resample_axis` (what streaming does per strip)."""
     from ._kernels.resample import area_resample_2d
 
+    valid = np.ascontiguousarray(valid, dtype=np.bool_)
+    imp = np.ascontiguousarray(imp, dtype=np.bool_)
+    wh = np.ascontiguousarray(wh, dtype=np.float64)
+    ww = np.ascontiguousarray(ww, dtype=np.float64)
+    # rows whose masks need no sums (see the kernel): every output's weights sum to ~1 > 1/2
+    shortcut = bool(wh.size and ww.size and wh.min() >= 0 and ww.min() >= 0 and wh.sum(axis=1).min() * ww.sum(axis=1).min() > 0.5 + 1e-6)
     return area_resample_2d(
-        np.ascontiguousarray(att, dtype=np.float32), np.ascontiguousarray(valid, dtype=np.bool_),
-        np.ascontiguousarray(imp, dtype=np.bool_), np.ascontiguousarray(ih, dtype=np.int64),
-        np.ascontiguousarray(wh, dtype=np.float64), np.ascontiguousarray(iw, dtype=np.int64),
-        np.ascontiguousarray(ww, dtype=np.float64),
+        np.ascontiguousarray(att, dtype=np.float32), valid, imp, np.ascontiguousarray(ih, dtype=np.int64), wh,
+        np.ascontiguousarray(iw, dtype=np.int64), ww, valid.all(axis=1), imp.any(axis=1), shortcut,
     )
 
 

@@ -6,7 +6,7 @@ summing the terms in ``k`` order exactly like the NumPy reference (``tests/naive
 ``naive_weighted_gather``), so results are bit-identical to it and independent of how a scan is
 split into strips.
 
-``area_resample_2d(att, valid, imp, ih, wh, iw, ww)`` is the whole 2-D resampling of
+``area_resample_2d(att, valid, imp, ih, wh, iw, ww, row_all_valid, row_any_imp, valid_shortcut)`` is the whole 2-D resampling of
 :func:`nii.normalization.resample_area` in one pass: for each output row it gathers the input
 rows into a float64 scratch row (the ``gather_rows`` sum) and then the columns (the
 ``gather_cols`` sum), in the same term order, so it is bit-identical to the two 1-D passes
@@ -68,8 +68,15 @@ _HALF_AREA = 0.5 - 1e-9  # an output pixel is impenetrable / valid when at least
 
 
 @nb.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
-def area_resample_2d(att, valid, imp, ih, wh, iw, ww):  # pragma: no cover - compiled
-    """``(E, H, W)`` float32 + ``(H, W)`` masks -> ``(E, H', W')`` float32, valid, impenetrable."""
+def area_resample_2d(att, valid, imp, ih, wh, iw, ww, row_all_valid, row_any_imp, valid_shortcut):  # pragma: no cover - compiled
+    """``(E, H, W)`` float32 + ``(H, W)`` masks -> ``(E, H', W')`` float32, valid, impenetrable.
+
+    ``row_all_valid`` / ``row_any_imp`` (``(H,)`` bool: the input row is all valid / has an
+    impenetrable pixel) let an output row skip a mask whose sums are known: no impenetrable
+    source row gives sums of exact zeros (False), and all-valid source rows give the sum of the
+    weights, True when ``valid_shortcut`` (the caller checked every output's weights sum to more
+    than 1/2). The results are the same bits as computing the sums; a typical scan skips both masks.
+    """
     ne, _, w = att.shape
     nj, nk = ih.shape
     ni, nl = iw.shape
@@ -77,8 +84,17 @@ def area_resample_2d(att, valid, imp, ih, wh, iw, ww):  # pragma: no cover - com
     valid_o = np.empty((nj, ni), np.bool_)
     imp_o = np.empty((nj, ni), np.bool_)
     for j in prange(nj):
+        all_valid = valid_shortcut
+        any_imp = False
+        for k in range(nk):
+            if not row_all_valid[ih[j, k]]:
+                all_valid = False
+            if row_any_imp[ih[j, k]]:
+                any_imp = True
         tmp = np.empty((ne + 2, w), np.float64)
         for c in range(ne + 2):
+            if (c == ne and all_valid) or (c == ne + 1 and not any_imp):
+                continue
             src0 = ih[j, 0]
             w0 = wh[j, 0]
             for col in range(w):
@@ -101,16 +117,25 @@ def area_resample_2d(att, valid, imp, ih, wh, iw, ww):  # pragma: no cover - com
                         v = 1.0 if imp[src, col] else 0.0
                     tmp[c, col] = tmp[c, col] + v * wk
         for i in range(ni):
-            for c in range(ne + 2):
+            for c in range(ne):
                 s = tmp[c, iw[i, 0]] * ww[i, 0]
                 for k in range(1, nl):
                     s = s + tmp[c, iw[i, k]] * ww[i, k]
-                if c < ne:
-                    out[c, j, i] = np.float32(s)
-                elif c == ne:
-                    valid_o[j, i] = s >= _HALF_AREA
-                else:
-                    imp_o[j, i] = s >= _HALF_AREA
-            if imp_o[j, i]:
-                valid_o[j, i] = False
+                out[c, j, i] = np.float32(s)
+            if all_valid:
+                valid_o[j, i] = True
+            else:
+                s = tmp[ne, iw[i, 0]] * ww[i, 0]
+                for k in range(1, nl):
+                    s = s + tmp[ne, iw[i, k]] * ww[i, k]
+                valid_o[j, i] = s >= _HALF_AREA
+            if not any_imp:
+                imp_o[j, i] = False
+            else:
+                s = tmp[ne + 1, iw[i, 0]] * ww[i, 0]
+                for k in range(1, nl):
+                    s = s + tmp[ne + 1, iw[i, k]] * ww[i, k]
+                imp_o[j, i] = s >= _HALF_AREA
+                if imp_o[j, i]:
+                    valid_o[j, i] = False
     return out, valid_o, imp_o

@@ -6,6 +6,9 @@ In one run, on simulated, normalised scans (the simulator and the normaliser of 
   encoding at the detector pitch (``nii.normalization.detector_input``: resampling, Zeff, encoding),
   network inference over the batched tiles, decode + class-aware NMS + seam merge, and evidence
   + material-anomaly cue;
+* for a scan of several tiles on the onnxruntime backend, the same batches run one after the
+  other on one ``--threads``-thread session (``stage_inference_one_session_in_turn``, how nii ran
+  them up to 0.13) against ``--threads`` single-threaded lanes side by side (``stage_inference``);
 * the onnxruntime backend against the Ultralytics (torch) backend when the ``train`` extra is
   installed (same tiles, same decoder);
 * a plain-NumPy baseline of the post-processing: a Python loop over tiles and candidates with a
@@ -96,12 +99,13 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         live_tiles,
         merge_tile_fragments,
         nms_class_aware,
+        tiles_to_batch,
     )
     from ..detect.evidence import box_evidence, material_anomalies
 
     cfg = det.config
     det.detect(scan)  # warm-up (session, caches)
-    t_total, t_enc, t_inf, t_post, t_ev, t_py, t_copy, t_2nd = [], [], [], [], [], [], [], []
+    t_total, t_enc, t_inf, t_post, t_ev, t_py, t_copy, t_2nd, t_seq = [], [], [], [], [], [], [], [], []
     n_tiles = n_live = n_cand = 0
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -117,12 +121,14 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         tiles, offsets = tiles[live], offsets[live]
         n_live = tiles.shape[0]
         t0 = time.perf_counter()
-        outs = []
-        for i in range(0, n_live, det.batch_size):
-            b = np.ascontiguousarray(tiles[i : i + det.batch_size].transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1 / 255)
-            outs.append(det.backend(b))
-        out = np.concatenate(outs) if outs else np.zeros((0, 4 + cfg.nc, 1), np.float32)
+        out = det.run_tiles(tiles)  # as Detector.infer_image (onnxruntime: side-by-side lanes)
         t_inf.append(time.perf_counter() - t0)
+        if getattr(det.backend, "lanes", 1) > 1 and n_live > 1:
+            # the same batches one after the other on the multi-threaded session (nii <= 0.13)
+            t0 = time.perf_counter()
+            for i in range(0, n_live, det.batch_size):
+                det.backend(tiles_to_batch(tiles[i : i + det.batch_size]))
+            t_seq.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         raw = decode_outputs(out, offsets=offsets, tile=cfg.tile_size, image_hw=enc.shape[:2], conf=cfg.min_conf)
         raw = raw.take(nms_class_aware(raw.boxes, raw.scores, raw.class_ids, iou=cfg.nms_iou))
@@ -146,6 +152,7 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         enc.copy()
         tiles.copy()
         t_copy.append(time.perf_counter() - t0)
+    seq = {} if not t_seq else {"stage_inference_one_session_in_turn": _pct(t_seq), "inference_lanes": int(det.backend.lanes)}
     second = {} if not t_2nd else {"stage_second_stage": _pct(t_2nd), "second_stage_candidates": int(n_cand)}
     return {
         "scan_shape": list(scan.shape),
@@ -158,6 +165,7 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         "detect_total": _pct(t_total),
         "stage_encode": _pct(t_enc),
         "stage_inference": _pct(t_inf),
+        **seq,
         "stage_decode_nms_merge": _pct(t_post),
         "stage_evidence_anomalies": _pct(t_ev),
         **second,

@@ -133,6 +133,36 @@ def test_batching_does_not_change_results(demo_detector, make_object):
     np.testing.assert_allclose(np.sort(a.scores), np.sort(b.scores), atol=1e-4)
 
 
+def test_side_by_side_lanes_give_the_in_turn_outputs_in_tile_order(demo_dir, make_object):
+    """threads=2 runs several tiles on two single-threaded lanes at once; the outputs are those of
+    running every tile in turn on one session, tile by tile, in the tiles' order."""
+    from nii.detect.detector import tiles_to_batch
+
+    rng = np.random.default_rng(7)
+    img, _, _ = make_object(400, "pangolin_scales", at=(150, 150), seed=1)
+    seq = Detector.load(demo_dir, threads=1, batch_size=2)
+    par = Detector.load(demo_dir, threads=2, batch_size=2)
+    assert seq.backend.lanes == 1 and par.backend.lanes == 2
+    tiles, _ = par._tiles(img)
+    tiles = np.concatenate([tiles, rng.integers(0, 256, (4,) + tiles.shape[1:], dtype=np.uint8)])  # 13 tiles: odd, > lanes x batch
+    ref = np.concatenate([seq.backend(tiles_to_batch(tiles[i : i + 1])) for i in range(len(tiles))])
+    out = par.run_tiles(tiles)
+    assert par.backend._pool is not None  # the lanes ran
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(seq.run_tiles(tiles), ref, rtol=0, atol=1e-5)
+    # one tile: the two-thread session, no lane needed
+    one = Detector.load(demo_dir, threads=2)
+    np.testing.assert_allclose(one.run_tiles(tiles[:1]), ref[:1], rtol=0, atol=1e-5)
+    assert one.backend._pool is None
+    # whole images: the same candidates either way
+    a, b = seq.infer_image(img), par.infer_image(img)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    assert par.run_tiles(tiles[:0]).shape == (0, 4 + par.config.nc, 0)
+    with pytest.raises(InvalidDataError, match="tiles must be uint8"):
+        par.run_tiles(tiles.astype(np.float32))
+
+
 def test_input_validation(demo_detector):
     with pytest.raises(InvalidDataError):
         demo_detector.infer_image(np.zeros((64, 64, 3), np.float32))

@@ -30,21 +30,49 @@ def test_integer_factor_is_block_mean(rng):
 
 
 @pytest.mark.parametrize("factors", [(1.0, 1.0), (2.0, 2.0), (1.2, 1.2), (2.5, 1.7), (3.7, 0.8)])
-def test_area_resample_2d_equals_two_gathers_bit_for_bit(rng, factors):
-    """The fused 2-D kernel equals NumPy's gather along rows then columns (float64), cast/thresholded."""
+@pytest.mark.parametrize("masks", ["random", "banded", "clean"])
+def test_area_resample_2d_equals_two_gathers_bit_for_bit(rng, factors, masks):
+    """The fused 2-D kernel equals NumPy's gather along rows then columns (float64), cast/thresholded,
+    whether an output row's masks are summed or known from its source rows (all valid / no
+    impenetrable pixel: the row shortcut)."""
     from nii._kernels.resample import area_resample_2d
+    from nii.normalization import _resample_block
 
     att = rng.normal(1.0, 0.7, size=(2, 41, 67)).astype(np.float32)
     valid = rng.random((41, 67)) > 0.2
     imp = rng.random((41, 67)) > 0.8
+    if masks == "banded":  # runs of clean rows between mixed ones: some output rows take the shortcut
+        valid[5:20] = True
+        imp[5:20] = False
+        imp[30:] = False
+    elif masks == "clean":
+        valid[:] = True
+        imp[:] = False
     fh, fw = factors
     nh, nw = int(41 // fh), int(67 // fw)
     ih, wh = area_weights(fh, 0, nh, 41)
     iw, ww = area_weights(fw, 0, nw, 67)
-    a, v, i = area_resample_2d(att, valid, imp, ih, wh, iw, ww)
     stack = np.concatenate([att, valid[None].astype(np.float32), imp[None].astype(np.float32)])
     r = naive_weighted_gather(naive_weighted_gather(stack, 1, ih, wh), 2, iw, ww)
     want_imp = r[3] >= 0.5 - 1e-9
-    np.testing.assert_array_equal(a, r[:2].astype(np.float32))
-    np.testing.assert_array_equal(i, want_imp)
-    np.testing.assert_array_equal(v, (r[2] >= 0.5 - 1e-9) & ~want_imp)
+    want_valid = (r[2] >= 0.5 - 1e-9) & ~want_imp
+    summed = area_resample_2d(att, valid, imp, ih, wh, iw, ww, np.zeros(41, bool), np.ones(41, bool), False)
+    known = _resample_block(att, valid, imp, ih, wh, iw, ww)  # the wrapper's row flags and shortcut
+    for a, v, i in (summed, known):
+        np.testing.assert_array_equal(a, r[:2].astype(np.float32))
+        np.testing.assert_array_equal(i, want_imp)
+        np.testing.assert_array_equal(v, want_valid)
+    if masks == "clean":
+        assert known[1].all() and not known[2].any()
+
+
+def test_row_shortcut_is_refused_when_weights_do_not_reach_half_an_output():
+    """Weights summing to less than 1/2 (not an area average) must be summed, not assumed valid."""
+    from nii.normalization import _resample_block
+
+    att = np.ones((1, 4, 4), np.float32)
+    valid = np.ones((4, 4), bool)
+    imp = np.zeros((4, 4), bool)
+    idx = np.arange(4)[:, None]
+    _, v, _ = _resample_block(att, valid, imp, idx, np.full((4, 1), 0.6), idx, np.full((4, 1), 0.6))
+    assert not v.any()  # 0.36 < 1/2: no output is valid, as the sums say
