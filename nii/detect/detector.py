@@ -533,6 +533,7 @@ class _OnnxBackend:
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
         self._lane_session: Any = None
         self._pool: Any = None
+        self._pool_pid = -1
         import threading
 
         self._lock = threading.Lock()
@@ -570,12 +571,14 @@ class _OnnxBackend:
         return self._run(self.session, batch)
 
     def _lane_pool(self) -> tuple[Any, Any]:
+        # made on first use, and again in a forked child (the parent's worker threads are not there)
         with self._lock:
-            if self._pool is None:
+            if self._pool is None or self._pool_pid != os.getpid():
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._lane_session = self._session(1)
                 self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="nii-onnx-lane")
+                self._pool_pid = os.getpid()
             return self._lane_session, self._pool
 
     def run_tiles(self, tiles: np.ndarray, *, batch_size: int) -> np.ndarray:

@@ -163,6 +163,47 @@ def test_side_by_side_lanes_give_the_in_turn_outputs_in_tile_order(demo_dir, mak
         par.run_tiles(tiles.astype(np.float32))
 
 
+def test_lanes_are_shared_by_concurrent_callers(demo_dir, make_object):
+    """One detector, four threads detecting at once on its two lanes: each gets its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    det = Detector.load(demo_dir, threads=2, batch_size=2)
+    imgs = [make_object(400, "pangolin_scales", at=(150, 40 + 30 * k), seed=k)[0] for k in range(4)]
+    want = [det.infer_image(im) for im in imgs]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(det.infer_image, imgs * 2))
+    for a, b in zip(want * 2, got):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+
+
+def _lanes_in_child(det, tiles, queue):  # pragma: no cover - runs in a forked child
+    queue.put(det.run_tiles(tiles))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Python >= 3.12 warns on fork with threads
+def test_lanes_work_in_a_forked_child(demo_dir, make_object):
+    """A process forked after the lanes started has none of their threads: it makes its own."""
+    import multiprocessing
+
+    img, _, _ = make_object(400, "pangolin_scales", at=(150, 150), seed=1)
+    det = Detector.load(demo_dir, threads=2, batch_size=2)
+    tiles, _ = det._tiles(img)
+    want = det.run_tiles(tiles)  # the parent's lanes are running now
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_lanes_in_child, args=(det, tiles, q))
+    proc.start()
+    try:
+        got = q.get(timeout=60)
+    finally:
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()
+    assert proc.exitcode == 0
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
 def test_input_validation(demo_detector):
     with pytest.raises(InvalidDataError):
         demo_detector.infer_image(np.zeros((64, 64, 3), np.float32))
