@@ -508,9 +508,9 @@ class _OnnxBackend:
 
     ``run_tiles`` runs a stack of tiles on ``lanes`` (= ``threads``) single-threaded lanes at
     once, each lane a concurrent ``run`` of one single-threaded session: for a network as small
-    as yolo11n, onnxruntime's intra-op threads speed a batch up only ~1.3x on 2 cores, while two
-    batches side by side run ~1.9x as fast as one (measured on the 2-core runners; see
-    ``nii bench detect``). A single tile still goes to the ``threads``-thread session. The
+    as yolo11n, onnxruntime's two intra-op threads speed a batch up only 1.3-1.6x on 2 cores,
+    while two batches side by side run 1.9-2.0x as fast as one on one thread (measured on the
+    2-core runners; ``nii bench detect`` times both). A single tile still goes to the ``threads``-thread session. The
     outputs are the same numbers either way (onnxruntime's CPU kernels do not depend on the
     thread count), in tile order.
     """
