@@ -8,7 +8,7 @@ In one run, on simulated, normalised scans (the simulator and the normaliser of 
   + material-anomaly cue;
 * for a scan of several tiles on the onnxruntime backend, the same batches run one after the
   other on one ``--threads``-thread session (``stage_inference_one_session_in_turn``, how nii ran
-  them up to 0.13) against ``--threads`` single-threaded lanes side by side (``stage_inference``);
+  them before 2026-11-27) against ``--threads`` single-threaded lanes side by side (``stage_inference``);
 * the onnxruntime backend against the Ultralytics (torch) backend when the ``train`` extra is
   installed (same tiles, same decoder);
 * a plain-NumPy baseline of the post-processing: a Python loop over tiles and candidates with a
@@ -124,7 +124,7 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         out = det.run_tiles(tiles)  # as Detector.infer_image (onnxruntime: side-by-side lanes)
         t_inf.append(time.perf_counter() - t0)
         if getattr(det.backend, "lanes", 1) > 1 and n_live > 1:
-            # the same batches one after the other on the multi-threaded session (nii <= 0.13)
+            # the same batches one after the other on the multi-threaded session (before 2026-11-27)
             t0 = time.perf_counter()
             for i in range(0, n_live, det.batch_size):
                 det.backend(tiles_to_batch(tiles[i : i + det.batch_size]))
