@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -401,15 +402,38 @@ def default_table_path(profile: str) -> tuple[Path, str | None]:
     return folder / fname, sha
 
 
+#: tables already read by :func:`load_default_table`: (path, recorded SHA-256) -> (file stamp, table)
+_DEFAULT_TABLES: dict[tuple[str, str | None], tuple[tuple[int, int, int], MaterialTable]] = {}
+_DEFAULT_TABLES_LOCK = threading.Lock()
+
+
 def load_default_table(profile: str) -> MaterialTable:
-    """Load the shipped, hash-checked material table of a scanner profile."""
+    """Load the shipped, hash-checked material table of a scanner profile.
+
+    Every scan without an explicit calibration resolves this table (``normalize`` and the
+    detector's encoding each do, per scan), so a table once read and verified is kept and handed
+    out again while its file is unchanged (same modification time, size and inode; the table is
+    immutable). A changed file, or a changed SHA-256 in ``index.json``, is read and verified anew.
+    """
     if not profile:
         raise CalibrationError("scan has no scanner profile: pass a calibration explicitly")
     path, sha = default_table_path(profile)
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is None or not path.is_file():
         raise CalibrationError(
             f"no default material calibration for profile {profile!r} "
             f"(build one with `nii calibrate wedge --profile {profile} --simulate`)",
             path=path,
         )
-    return MaterialTable.load(path, sha256=sha)
+    key = (str(path), sha)
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    hit = _DEFAULT_TABLES.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    table = MaterialTable.load(path, sha256=sha)
+    with _DEFAULT_TABLES_LOCK:
+        _DEFAULT_TABLES[key] = (stamp, table)
+    return table

@@ -545,12 +545,10 @@ class _OnnxBackend:
     def _session(self, threads: int) -> Any:
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        from ._ort import session_options
+
         try:
-            return ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(self.path), sess_options=session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime cannot load the model: {exc}", path=self.path) from exc
 

@@ -87,21 +87,28 @@ class AnomalyConfig:
 
 
 def _object_mask(scan: Scan, sl: tuple[slice, slice]) -> np.ndarray:
-    l_high = scan.attenuation[-1][sl]
-    obj = l_high >= AIR_ATTENUATION_MAX
     if scan.material is not None:
         obj = scan.material[sl] != MaterialClass.AIR
+    else:
+        obj = scan.attenuation[-1][sl] >= AIR_ATTENUATION_MAX
     if scan.valid is not None:
-        obj = obj & scan.valid[sl]
+        obj &= scan.valid[sl]
     return obj
 
 
-def _cue_masks(scan: Scan, sl: tuple[slice, slice], cfg: AnomalyConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _cue_masks(
+    scan: Scan, sl: tuple[slice, slice], cfg: AnomalyConfig, *, obj: np.ndarray | None = None, rho_t: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Object (with a finite Zeff, not impenetrable), bone-like and dense-organic masks of ``sl``.
+
+    ``obj`` (:func:`_object_mask`) and ``rho_t`` (:func:`areal_density` of ``L_high``) of the
+    same slice may be passed when the caller has them already."""
     if scan.zeff is None:
         return None
     z = scan.zeff[sl]
-    rho_t = areal_density(scan.attenuation[-1][sl], effective_mu_mass(scan))
-    obj = _object_mask(scan, sl) & np.isfinite(z)
+    if rho_t is None:
+        rho_t = areal_density(scan.attenuation[-1][sl], effective_mu_mass(scan))
+    obj = (_object_mask(scan, sl) if obj is None else obj) & np.isfinite(z)
     if scan.material is not None:
         obj &= scan.material[sl] != MaterialClass.IMPENETRABLE
     bone = obj & (z >= cfg.bone_zeff[0]) & (z <= cfg.bone_zeff[1]) & (rho_t >= cfg.bone_min_g_cm2)
@@ -144,7 +151,7 @@ def box_evidence(scan: Scan, box_px: Any, *, config: AnomalyConfig | None = None
     }
     if scan.material is not None and n_obj:
         ev["frac_impenetrable"] = round(float(np.mean(scan.material[sl][obj] == MaterialClass.IMPENETRABLE)), 4)
-    masks = _cue_masks(scan, sl, cfg)
+    masks = _cue_masks(scan, sl, cfg, obj=obj, rho_t=rho_t)
     if masks is None or not n_obj:
         if not n_obj:
             ev["material_hint"] = "empty box (air)"

@@ -237,14 +237,13 @@ class Rescorer:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - core dependency
             raise ModelError("onnxruntime is not installed") from exc
+        from ._ort import session_options
+
         self.path = Path(path)
         self.config = config
         self.sha256: str | None = None
         self.nc = int(nc)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads) if threads else max(1, min(2, os.cpu_count() or 1))
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        opts = session_options(int(threads) if threads else max(1, min(2, os.cpu_count() or 1)))
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types

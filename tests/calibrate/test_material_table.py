@@ -84,6 +84,50 @@ def test_missing_default_table():
         load_default_table("no_such_profile")
 
 
+def test_default_table_read_once_while_its_file_is_unchanged(tmp_path, monkeypatch):
+    """The shipped table is read and hash-checked once, then handed out again; a changed file
+    or a changed recorded SHA-256 is read and verified anew (a bad file is still refused)."""
+    import os
+    import shutil
+
+    import nii._assets as assets
+
+    cal = tmp_path / "calibration"
+    shutil.copytree(asset_dir("calibration") / "materials", cal / "materials")
+    monkeypatch.setenv("NII_CALIBRATION_DIR", str(cal))
+    hashed = []
+    real = assets.sha256_file
+    monkeypatch.setattr(assets, "sha256_file", lambda path, **kw: hashed.append(path) or real(path, **kw))
+    a = load_default_table("cargo_300")
+    b = load_default_table("cargo_300")
+    assert b is a and len(hashed) == 1
+    assert not a.values.flags.writeable  # shared, so immutable
+    # the same bytes under a new modification time: read and verified again, same table
+    npz = cal / "materials" / "cargo_300.npz"
+    st = npz.stat()
+    good = npz.read_bytes()
+    os.utime(npz, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    c = load_default_table("cargo_300")
+    assert c is not a and c.hash == a.hash and len(hashed) == 2
+    # a damaged file is refused, not served from memory
+    data = bytearray(npz.read_bytes())
+    data[-10] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    with pytest.raises(CalibrationError, match="SHA-256 mismatch"):
+        load_default_table("cargo_300")
+    # the good bytes written back: verified and served again
+    npz.write_bytes(good)
+    os.utime(npz, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+    assert load_default_table("cargo_300").hash == a.hash
+    # the index recording another SHA-256 is another entry: verified against the new record
+    index = cal / "materials" / "index.json"
+    doc = json.loads(index.read_text())
+    doc["tables"]["cargo_300"]["sha256"] = "0" * 64
+    index.write_text(json.dumps(doc))
+    with pytest.raises(CalibrationError, match="SHA-256 mismatch"):
+        load_default_table("cargo_300")
+
+
 def test_zeff_accuracy_bare_piece():
     """A test piece not used to build the table comes out within 5 % (simulated, all effects)."""
     from nii.calibrate.wedge import zeff_accuracy

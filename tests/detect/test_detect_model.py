@@ -163,6 +163,22 @@ def test_side_by_side_lanes_give_the_in_turn_outputs_in_tile_order(demo_dir, mak
         par.run_tiles(tiles.astype(np.float32))
 
 
+def test_onnxruntime_workers_sleep_rather_than_spin(demo_dir, make_object):
+    """The multi-threaded session and the lanes' session are made with spinning off (waiting
+    workers would take the cores from the scan's next Numba steps; nii.detect._ort)."""
+    from nii.detect._ort import ALLOW_SPINNING
+
+    det = Detector.load(demo_dir, threads=2, batch_size=2)
+    img, _, _ = make_object(400, "pangolin_scales", at=(150, 150), seed=1)
+    det.run_tiles(det._tiles(img)[0])  # starts the lanes
+    for session in (det.backend.session, det.backend._lane_session):
+        opts = session.get_session_options()
+        assert opts.get_session_config_entry(ALLOW_SPINNING) == "0"
+        assert opts.inter_op_num_threads == 1
+    assert det.backend.session.get_session_options().intra_op_num_threads == 2
+    assert det.backend._lane_session.get_session_options().intra_op_num_threads == 1
+
+
 def test_lanes_are_shared_by_concurrent_callers(demo_dir, make_object):
     """One detector, four threads detecting at once on its two lanes: each gets its own answer."""
     from concurrent.futures import ThreadPoolExecutor

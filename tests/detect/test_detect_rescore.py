@@ -175,6 +175,7 @@ def test_two_stage_folder_loads_and_is_described(two_stage, demo_dir):
     assert "rescorer.onnx" in sums and "run.sh" not in sums
     d = det.describe()
     assert d["second_stage"]["file"] == "rescorer.onnx" and len(d["second_stage"]["sha256"]) == 64
+    assert det.rescorer.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     cfg = json.loads((two_stage / "config.json").read_text())
     assert cfg["second_stage_of"] == demo_dir.name and cfg["rescorer"]["combine"] == "geo"
     info = json.loads((two_stage / "rescorer_info.json").read_text())
