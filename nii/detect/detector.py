@@ -831,6 +831,16 @@ class Detector:
     def candidates(self, scan: Scan, *, conf: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All candidates above ``conf`` (default ``min_conf``) as ``(boxes_px, scores, class_ids)``
         in the scan's pixel frame (used by evaluation and threshold calibration)."""
+        return self._candidates(scan, conf=conf)
+
+    def _candidates(
+        self, scan: Scan, *, conf: float | None = None, thresholds: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`candidates`; with per-class ``thresholds`` (what :meth:`detect` keeps), the second
+        stage skips candidates whose final score cannot reach their class's threshold: with
+        ``combine="geo"`` the final score ``sqrt(y p)`` is at most ``sqrt(y)``, so a YOLO score
+        ``y`` below the threshold squared is dropped unseen. Every candidate at or above its
+        threshold is the same either way."""
         enc = self.encode(scan)
         if self.rescorer is None:
             raw = self.infer_image(enc, conf=conf)
@@ -839,11 +849,15 @@ class Detector:
         # scan's own pitch; ``conf`` applies to the final score
         floor = self.config.min_conf if conf is None else float(conf)
         raw = self.infer_image(enc, conf=min(floor, self.config.min_conf))
-        boxes = self._to_scan_frame(raw.boxes, scan, enc.shape[:2])
-        final = self.rescorer.rescore(scan, boxes, raw.scores, raw.class_ids)
+        boxes, scores, cls = self._to_scan_frame(raw.boxes, scan, enc.shape[:2]), raw.scores, raw.class_ids
+        if thresholds is not None and self.rescorer.config.combine == "geo":
+            # float32 rounding margin: never drop a candidate that could land on the threshold
+            reach = scores >= np.square(np.asarray(thresholds, np.float32)[cls]) * np.float32(1.0 - 1e-5)
+            boxes, scores, cls = boxes[reach], scores[reach], cls[reach]
+        final = self.rescorer.rescore(scan, boxes, scores, cls)
         keep = final >= floor
         order = np.argsort(-final[keep], kind="stable")
-        return boxes[keep][order], final[keep][order], raw.class_ids[keep][order]
+        return boxes[keep][order], final[keep][order], cls[keep][order]
 
     def _to_scan_frame(self, boxes: np.ndarray, scan: Scan, enc_hw: tuple[int, int]) -> np.ndarray:
         """Map encoded-image boxes to the scan's pixel frame (encoded pixel j covers scan
@@ -894,7 +908,7 @@ class Detector:
             thr = np.full(self.config.nc, conf, np.float32)
         else:
             thr = self.thresholds.for_far(far)
-        boxes, scores, cls = self.candidates(scan, conf=float(min(thr.min(), 1.0)))
+        boxes, scores, cls = self._candidates(scan, conf=float(min(thr.min(), 1.0)), thresholds=thr)
         keep = scores >= thr[cls]
         dy, dx = scan.pixel_pitch_mm
         out: list[Detection] = []

@@ -208,6 +208,39 @@ def test_final_score_is_the_geometric_mean_of_both_stages(two_stage, demo_detect
 
 
 @pytest.mark.train
+def test_detect_skips_candidates_that_cannot_reach_a_threshold(two_stage, labelled):
+    from nii.detect import Detector
+    from nii.io import read
+
+    det = Detector.load(two_stage)
+    seen = []
+    rescore = det.rescorer.rescore
+
+    def counting(scan, boxes, scores, cls):
+        seen.append(len(scores))
+        return rescore(scan, boxes, scores, cls)
+
+    det.rescorer.rescore = counting
+    checked = 0
+    for path in sorted((labelled[1] / "scans").iterdir())[:6]:
+        scan = read(path)
+        boxes, final, cls = det.candidates(scan, conf=0.0)
+        n_all = seen[-1]
+        yolo = det.infer_image(det.encode(scan), conf=det.config.min_conf).scores
+        if len(final) < 2:
+            continue
+        conf = float(np.sqrt(np.median(yolo)))  # the weaker half of the YOLO scores cannot reach it
+        got = det.detect(scan, conf=conf, evidence=False, anomalies=False)
+        assert seen[-1] < n_all  # the second stage saw fewer candidates
+        keep = final >= conf
+        assert [d.class_id for d in got] == cls[keep].tolist()
+        np.testing.assert_allclose([d.confidence for d in got], final[keep], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.array([d.box_px for d in got]).reshape(-1, 4), boxes[keep], atol=1e-4)
+        checked += 1
+    assert checked >= 2
+
+
+@pytest.mark.train
 def test_thresholds_are_calibrated_on_final_scores(two_stage, labelled):
     from nii.detect import Detector
     from nii.detect.evaluate import collect, image_class_max
