@@ -850,14 +850,21 @@ class Detector:
         floor = self.config.min_conf if conf is None else float(conf)
         raw = self.infer_image(enc, conf=min(floor, self.config.min_conf))
         boxes, scores, cls = self._to_scan_frame(raw.boxes, scan, enc.shape[:2]), raw.scores, raw.class_ids
-        if thresholds is not None and self.rescorer.config.combine == "geo":
-            # float32 rounding margin: never drop a candidate that could land on the threshold
-            reach = scores >= np.square(np.asarray(thresholds, np.float32)[cls]) * np.float32(1.0 - 1e-5)
+        if thresholds is not None:
+            reach = self._second_stage_reach(scores, cls, thresholds)
             boxes, scores, cls = boxes[reach], scores[reach], cls[reach]
         final = self.rescorer.rescore(scan, boxes, scores, cls)
         keep = final >= floor
         order = np.argsort(-final[keep], kind="stable")
         return boxes[keep][order], final[keep][order], cls[keep][order]
+
+    def _second_stage_reach(self, scores: np.ndarray, class_ids: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        """Mask of the YOLO candidates whose final score can reach their class's threshold
+        (all of them unless the final score is ``sqrt(y p)``, which is at most ``sqrt(y)``)."""
+        if self.rescorer is None or self.rescorer.config.combine != "geo":
+            return np.ones(len(scores), bool)
+        # float32 rounding margin: never drop a candidate that could land on the threshold
+        return scores >= np.square(np.asarray(thresholds, np.float32)[class_ids]) * np.float32(1.0 - 1e-5)
 
     def _to_scan_frame(self, boxes: np.ndarray, scan: Scan, enc_hw: tuple[int, int]) -> np.ndarray:
         """Map encoded-image boxes to the scan's pixel frame (encoded pixel j covers scan
