@@ -5,7 +5,7 @@
 # sqrt(detector score x CNN probability of the class), and the thresholds are calibrated on it.
 #
 # 1. `nii rescorer train`: the detector's candidates on 9,500 validation-like scans of three base
-#    seeds that no model has trained, calibrated or been tested on (det-cal 3031 x 1,500, det-r1
+#    seeds that no network has trained on and the test never saw (det-cal 3031 x 1,500, det-r1
 #    4041 x 4,000, det-r2 5051 x 4,000; 67,479 candidates), 8 epochs, seed 2026; thresholds from
 #    the 694 negatives of datasets/det-v2d/val. ~48 min on 2 cores (8 min extraction, 35 min
 #    training) + ~25 min to build the scans.
