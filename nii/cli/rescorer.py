@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "(torch: the train extra), export it to ONNX, calibrate thresholds on the final scores "
                                    "of --calibrate, and write the new model folder --out (evaluated on --test if given).")
     t.add_argument("model", metavar="MODEL", nargs="?", default=None, help="one-stage source model folder (default: the default model)")
-    t.add_argument("--data", required=True, action="append", metavar="DIR", help="labelled scans to train on (repeatable)")
+    t.add_argument("--data", action="append", default=[], metavar="DIR", help="labelled scans to train on (repeatable)")
+    t.add_argument("--candidates", action="append", default=[], metavar="FILE",
+                   help="candidates of MODEL saved by `nii rescorer extract`, trained on with those of --data (repeatable)")
     t.add_argument("--calibrate", required=True, action="append", metavar="DIR",
                    help="labelled scans with negatives to calibrate the thresholds on (repeatable; disjoint from --data)")
     t.add_argument("--test", default=None, metavar="DIR", help="labelled scans to evaluate the new folder on")
@@ -27,6 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--set-default", action="store_true", help="write detectors/DEFAULT naming the new folder")
     t.add_argument("--json", action="store_true")
     t.set_defaults(handler=_train)
+    e = sub.add_parser("extract", help="save a detector's candidates on labelled scans for `train --candidates`",
+                       description="Run MODEL over the labelled scans of --data and write every candidate's crop, scalar inputs "
+                                   "and label to the HDF5 file --out (a few GB instead of the scans' tens of GB; no torch "
+                                   "needed). `nii rescorer train MODEL --candidates FILE` trains on them without the scans.")
+    e.add_argument("model", metavar="MODEL", nargs="?", default=None, help="one-stage source model folder (default: the default model)")
+    e.add_argument("--data", required=True, action="append", metavar="DIR", help="labelled scans (repeatable)")
+    e.add_argument("--out", required=True, metavar="FILE", help="the candidates file (.h5; must not exist)")
+    e.add_argument("--workers", type=int, default=1, help="processes extracting the candidates (default 1)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(handler=_extract)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 
@@ -41,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("nii.rescorer")
     command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    folder = build_two_stage(args.model, args.out, data=args.data, calibrate=args.calibrate, test=args.test,
+    folder = build_two_stage(args.model, args.out, data=args.data, candidates=args.candidates, calibrate=args.calibrate, test=args.test,
                              epochs=args.epochs, seed=args.seed, threads=args.threads, workers=args.workers, command=command, progress=log.info)
     if args.set_default:
         atomic_write_text(folder.parent / "DEFAULT", folder.name + "\n")
@@ -58,4 +70,39 @@ def _train(args: argparse.Namespace) -> int:
         for c, d in metrics.get("classes", {}).items():
             con.print(f"  {c}: Pd at the operating point {d.get('pd_at_operating_point')}, Pd @ 1 % FAR {d.get('pd_at_far_1pct')}")
         con.print(f"  far_images at the operating point {metrics.get('far_images')}")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    import json
+    import logging
+    import time
+    from pathlib import Path
+
+    from ..detect.detector import Detector, resolve_model_dir
+    from ..detect.rescore import RescorerConfig
+    from ..detect.rescore_train import extract_candidates, save_candidates
+    from ..errors import FileAccessError, InvalidParameterError
+
+    log = logging.getLogger("nii.rescorer")
+    out = Path(args.out)
+    if out.exists():
+        raise FileAccessError("exists already; choose a new file for the candidates", path=out)
+    det = Detector.load(resolve_model_dir(args.model), backend="onnx")
+    if det.rescorer is not None:
+        raise InvalidParameterError(f"{det.folder.name} already has a second stage; extract with its one-stage source model")
+    cfg = RescorerConfig()
+    t0 = time.perf_counter()
+    cs = extract_candidates(det, args.data, config=cfg, workers=args.workers,
+                            progress=lambda i, n: log.info("  %d/%d scans", i, n) if i % 500 == 0 or i == n else None)
+    save_candidates(cs, out, detector=det, config=cfg, folders=args.data)
+    summary = {"file": str(out), "model": det.config.name, **cs.counts, "seconds": round(time.perf_counter() - t0, 1),
+               "bytes": out.stat().st_size}
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return 0
+    from rich.console import Console
+
+    Console().print(f"wrote {out}: {cs.counts['candidates']} candidates from {cs.counts['scans']} scans "
+                    f"({summary['bytes'] / 1e6:.0f} MB; {', '.join(f'{k} {v}' for k, v in cs.counts['by_label'].items())})")
     return 0

@@ -4,6 +4,9 @@
    and keeps, for every candidate down to ``min_conf``, its native-resolution crop, its scalar
    inputs and a label: the class of the truth object it overlaps with IoU >= ``IOU_PD`` (its own
    class when it overlaps one of those, else the other object's), or 0 (background).
+   They can be saved to an HDF5 file (:func:`save_candidates`, ``nii rescorer extract``) and
+   trained on later (:func:`load_candidates`, ``nii rescorer train --candidates``): a few GB of
+   crops instead of tens of GB of scans, and no second extraction for another training run.
 2. The crop network is trained on them (torch, :mod:`nii.detect._rescorer_torch`) and exported
    to ONNX; the export is checked against torch on a sample of the training crops.
 3. :func:`build_two_stage` writes a new model folder: the source's network files, ``rescorer.onnx``,
@@ -41,7 +44,7 @@ from .rescore import (
     input_kind_index,
 )
 
-__all__ = ["CandidateSet", "build_two_stage", "extract_candidates"]
+__all__ = ["CandidateSet", "build_two_stage", "extract_candidates", "load_candidates", "save_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,13 +176,113 @@ def extract_candidates(
     return CandidateSet(crops, scal, labs, len(files), counts)
 
 
+CANDIDATES_FORMAT = "nii-rescorer-candidates"
+CANDIDATES_VERSION = 1
+
+
+def _source_key(detector: Any) -> dict[str, str]:
+    """What fixes a detector's candidates: its network file and its config (tiling, NMS, min_conf)."""
+    import hashlib
+
+    cfg = json.dumps(detector.config.to_dict(), sort_keys=True, default=str)
+    return {"model": str(detector.config.name), "model_sha256": str(detector.model_hash),
+            "config_sha256": hashlib.sha256(cfg.encode("utf-8")).hexdigest()}
+
+
+def save_candidates(
+    cs: CandidateSet,
+    path: str | os.PathLike,
+    *,
+    detector: Any,
+    config: RescorerConfig,
+    folders: Sequence[str | os.PathLike],
+) -> Path:
+    """Write ``cs`` (extracted by ``detector`` with ``config`` from ``folders``) to the HDF5 file
+    ``path``, atomically, with what :func:`load_candidates` checks before using it."""
+    import h5py
+
+    from .._atomic import atomic_path
+
+    path = Path(path)
+    meta = {"format": CANDIDATES_FORMAT, "version": CANDIDATES_VERSION, **_source_key(detector),
+            "rescorer": config.to_dict(), "classes": list(detector.config.classes),
+            "folders": [str(Path(d).resolve()) for d in folders], "n_scans": int(cs.n_scans), "counts": cs.counts}
+    n = int(cs.labels.shape[0])
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h:
+        h.attrs["nii"] = json.dumps(meta)
+        h.create_dataset("crops", data=cs.crops, chunks=(max(1, min(n, 256)), *cs.crops.shape[1:]) if n else None,
+                         compression="lzf" if n else None)
+        h.create_dataset("scalars", data=np.asarray(cs.scalars, np.float32))
+        h.create_dataset("labels", data=np.asarray(cs.labels, np.int64))
+    return path
+
+
+def load_candidates(
+    path: str | os.PathLike, *, detector: Any, config: RescorerConfig
+) -> tuple[CandidateSet, dict[str, Any]]:
+    """Read a file of :func:`save_candidates`; refuse one of another detector, another crop
+    geometry or another class list (:class:`InvalidDataError` naming the file). Returns the set and
+    its description (``folders``, ``n_scans``...)."""
+    import h5py
+
+    path = Path(path)
+    try:
+        h = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise InvalidDataError("no such candidates file", path=path) from None
+    except OSError as exc:
+        raise InvalidDataError(f"not an HDF5 file of candidates ({exc})", path=path) from None
+    with h:
+        try:
+            meta = json.loads(h.attrs["nii"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidDataError("not a candidates file of `nii rescorer extract` (no nii description)", path=path) from None
+        if not isinstance(meta, dict) or meta.get("format") != CANDIDATES_FORMAT:
+            raise InvalidDataError("not a candidates file of `nii rescorer extract`", path=path)
+        if meta.get("version") != CANDIDATES_VERSION:
+            raise InvalidDataError(f"candidates file version {meta.get('version')!r}; this nii reads {CANDIDATES_VERSION}", path=path)
+        key = _source_key(detector)
+        if meta.get("model_sha256") != key["model_sha256"] or meta.get("config_sha256") != key["config_sha256"]:
+            raise InvalidDataError(f"extracted with model {meta.get('model')!r} (network or config differ from "
+                                   f"{key['model']!r}): extract again with this model", path=path)
+        if meta.get("rescorer") != config.to_dict():
+            raise InvalidDataError(f"extracted with crop settings {meta.get('rescorer')} , not {config.to_dict()}", path=path)
+        if meta.get("classes") != list(detector.config.classes):
+            raise InvalidDataError(f"classes {meta.get('classes')} are not the model's {list(detector.config.classes)}", path=path)
+        try:
+            crops = h["crops"][...]
+            scal = h["scalars"][...]
+            labs = h["labels"][...]
+        except KeyError as exc:
+            raise InvalidDataError(f"candidates file lacks {exc}", path=path) from None
+    n = labs.shape[0]
+    s = config.crop
+    if (labs.ndim != 1 or crops.dtype != np.uint8 or crops.shape != (n, s, s, 3) or scal.shape != (n, N_SCALARS)
+            or not np.issubdtype(labs.dtype, np.integer) or (n and (labs.min() < 0 or labs.max() > len(detector.config.classes)))):
+        raise InvalidDataError(f"inconsistent candidates: crops {crops.shape} {crops.dtype}, scalars {scal.shape}, labels {labs.shape}",
+                               path=path)
+    cs = CandidateSet(crops, scal.astype(np.float32, copy=False), labs.astype(np.int64, copy=False), int(meta.get("n_scans", 0)),
+                      dict(meta.get("counts", {})))
+    return cs, meta
+
+
+def _concat(sets: Sequence[CandidateSet], names: Sequence[str]) -> CandidateSet:
+    crops = np.concatenate([c.crops for c in sets])
+    labs = np.concatenate([c.labels for c in sets])
+    n_scans = sum(c.n_scans for c in sets)
+    counts = {"scans": n_scans, "candidates": int(labs.size),
+              "by_label": {n: int(np.count_nonzero(labs == k)) for k, n in enumerate(names)}}
+    return CandidateSet(crops, np.concatenate([c.scalars for c in sets]), labs, n_scans, counts)
+
+
 def build_two_stage(
     model: str | os.PathLike | None,
     out: str | os.PathLike,
     *,
-    data: Sequence[str | os.PathLike],
+    data: Sequence[str | os.PathLike] = (),
     calibrate: Sequence[str | os.PathLike],
     test: str | os.PathLike | None = None,
+    candidates: Sequence[str | os.PathLike] = (),
     epochs: int = 12,
     seed: int = 2026,
     config: RescorerConfig | None = None,
@@ -197,11 +300,14 @@ def build_two_stage(
     out : path
         New model folder (must not exist).
     data : sequence of paths
-        Folders of labelled scans to train the second stage on.
+        Folders of labelled scans to train the second stage on (their candidates are extracted now).
     calibrate : sequence of paths
         Folders of labelled scans (with negatives) to calibrate the thresholds on; disjoint from ``data``.
     test : path, optional
         Folder of labelled scans to evaluate the new folder on (``metrics.json``, plots).
+    candidates : sequence of paths
+        Files of :func:`save_candidates` (``nii rescorer extract``) of this same source model, trained
+        on together with those of ``data``; their scan folders count as training data in the checks.
     epochs, seed : int
         Training schedule and seed.
     config : RescorerConfig, optional
@@ -230,18 +336,29 @@ def build_two_stage(
     for d in [*calibrate, *([test] if test is not None else [])]:
         if not Path(d).is_dir():
             raise InvalidParameterError(f"{d}: must be a folder of labelled scans")
-    overlap = {str(Path(a).resolve()) for a in data} & {str(Path(b).resolve()) for b in [*calibrate, *([test] if test else [])]}
-    if overlap:
-        raise InvalidParameterError(f"training folders must differ from calibration/test folders: {sorted(overlap)}")
+    if not data and not candidates:
+        raise InvalidParameterError("give training scans (--data) or extracted candidates (--candidates)")
     det = Detector.load(src, backend="onnx")
     if det.rescorer is not None:
         raise InvalidParameterError(f"{src.name} already has a second stage; start from a one-stage model")
+    names = ["background", *det.config.classes]
+    loaded = [load_candidates(f, detector=det, config=cfg_r) for f in candidates]
+    train_dirs = [str(Path(a).resolve()) for a in data] + [d for _, m in loaded for d in m.get("folders", [])]
+    overlap = set(train_dirs) & {str(Path(b).resolve()) for b in [*calibrate, *([test] if test else [])]}
+    if overlap:
+        raise InvalidParameterError(f"training folders must differ from calibration/test folders: {sorted(overlap)}")
+    twice = sorted({d for d in train_dirs if train_dirs.count(d) > 1})
+    if twice:
+        raise InvalidParameterError(f"the same training scans would be used twice: {twice}")
     from . import _rescorer_torch as rt  # torch: the train extra
 
     t0 = time.perf_counter()
-    say(f"extracting candidates from {', '.join(map(str, data))}")
-    cs = extract_candidates(det, data, config=cfg_r, workers=workers,
-                            progress=lambda i, n: say(f"  {i}/{n} scans") if i % 500 == 0 or i == n else None)
+    sets = [c for c, _ in loaded]
+    if data:
+        say(f"extracting candidates from {', '.join(map(str, data))}")
+        sets.append(extract_candidates(det, data, config=cfg_r, workers=workers,
+                                       progress=lambda i, n: say(f"  {i}/{n} scans") if i % 500 == 0 or i == n else None))
+    cs = sets[0] if len(sets) == 1 else _concat(sets, names)
     t_extract = time.perf_counter() - t0
     say(f"{cs.counts['candidates']} candidates from {cs.n_scans} scans: {cs.counts['by_label']}")
     net, log = rt.train_cropnet(cs.crops, cs.scalars, cs.labels, n_out=det.config.nc + 1, epochs=epochs, seed=seed,
@@ -276,6 +393,8 @@ def build_two_stage(
             "source": src.name,
             "command": command,
             "data": [str(d) for d in data],
+            "candidates_files": [{"file": str(f), "folders": m.get("folders"), "scans": m.get("n_scans"),
+                                  "candidates": m.get("counts", {}).get("candidates")} for f, (_, m) in zip(candidates, loaded, strict=True)],
             "calibration_data": [str(d) for d in calibrate],
             "test_data": None if test is None else str(test),
             "candidates": cs.counts,
@@ -299,13 +418,15 @@ def _write_card(folder: Path, *, name: str, src: str, th: Any, info: dict[str, A
     from .recalibrate import card_operating_points, card_source, card_test_metrics
 
     c = info["candidates"]
+    where = [f"`{d}`" for d in info["data"]]
+    where += [f"`{d}` (via `{e['file']}`)" for e in info.get("candidates_files", []) for d in (e.get("folders") or [])]
     L = [f"# Model card: {name}", "",
          (f"`{src}` followed by a second stage (`{RESCORER_FILE}`): every candidate box of the detector is looked at again "
           "on a crop at the scan's own pitch by a small CNN, and the flag's confidence is the geometric mean of the "
           "detector's score and the CNN's probability for the class. The thresholds were calibrated on these final scores."), "",
          f"Made by: `{info.get('command') or 'nii rescorer train'}`.", "",
          "## Second stage", "",
-         (f"Trained on {c['candidates']} candidates from {c['scans']} labelled scans ({', '.join(f'`{d}`' for d in info['data'])}): "
+         (f"Trained on {c['candidates']} candidates from {c['scans']} labelled scans ({', '.join(where)}): "
           + ", ".join(f"{k} {v}" for k, v in c["by_label"].items()) + f". {info['epochs']} epoch(s), seed {info['seed']}; "
           f"final loss {info['train_log'][-1]['loss']:.4f}. ONNX export checked against torch (max |dp| {info['onnx_vs_torch_max_abs']:.1e})."), "",
          "## Operating point", "",

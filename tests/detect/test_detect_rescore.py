@@ -296,6 +296,83 @@ def test_extraction_with_workers_equals_one_process(demo_detector, labelled):
     np.testing.assert_array_equal(one.labels, two.labels)
 
 
+def test_saved_candidates_load_back_equal_and_refuse_another_source(demo_detector, demo_dir, labelled, tmp_path, capsys):
+    import h5py
+
+    from nii.cli import main
+    from nii.detect.rescore_train import extract_candidates, load_candidates, save_candidates
+    from nii.errors import InvalidDataError
+
+    cs = extract_candidates(demo_detector, [labelled[0]], config=CFG)
+    f = save_candidates(cs, tmp_path / "c.h5", detector=demo_detector, config=CFG, folders=[labelled[0]])
+    back, meta = load_candidates(f, detector=demo_detector, config=CFG)
+    np.testing.assert_array_equal(back.crops, cs.crops)
+    np.testing.assert_array_equal(back.scalars, cs.scalars)
+    np.testing.assert_array_equal(back.labels, cs.labels)
+    assert back.counts == cs.counts and back.n_scans == 18 and meta["folders"] == [str(labelled[0].resolve())]
+    # the CLI writes the same file, and never over an existing one
+    assert main(["rescorer", "extract", str(demo_dir), "--data", str(labelled[0]), "--out", str(tmp_path / "d.h5"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["candidates"] == cs.counts["candidates"] and out["scans"] == 18
+    np.testing.assert_array_equal(load_candidates(tmp_path / "d.h5", detector=demo_detector, config=CFG)[0].crops, cs.crops)
+    before = (tmp_path / "d.h5").read_bytes()
+    assert main(["rescorer", "extract", str(demo_dir), "--data", str(labelled[0]), "--out", str(tmp_path / "d.h5")]) == 1
+    assert "exists already" in capsys.readouterr().err and (tmp_path / "d.h5").read_bytes() == before
+    # another crop geometry, another network, a file of something else: refused, naming the file
+    with pytest.raises(InvalidDataError, match="crop settings") as e:
+        load_candidates(f, detector=demo_detector, config=dataclasses.replace(CFG, crop=64))
+    assert "c.h5" in str(e.value)
+    g = tmp_path / "g.h5"
+    g.write_bytes(f.read_bytes())
+    with h5py.File(g, "r+") as h:
+        m = json.loads(h.attrs["nii"])
+        h.attrs["nii"] = json.dumps({**m, "model_sha256": "0" * 64})
+    with pytest.raises(InvalidDataError, match="extract again") as e:
+        load_candidates(g, detector=demo_detector, config=CFG)
+    assert "g.h5" in str(e.value)
+    with h5py.File(g, "r+") as h:
+        h.attrs["nii"] = json.dumps(m)
+        del h["labels"]
+        h["labels"] = np.zeros(3, np.int64)
+    with pytest.raises(InvalidDataError, match="inconsistent"):
+        load_candidates(g, detector=demo_detector, config=CFG)
+    (tmp_path / "t.h5").write_text("not hdf5")
+    with pytest.raises(InvalidDataError, match="not an HDF5") as e:
+        load_candidates(tmp_path / "t.h5", detector=demo_detector, config=CFG)
+    assert "t.h5" in str(e.value)
+    with pytest.raises(InvalidDataError, match="no such"):
+        load_candidates(tmp_path / "none.h5", detector=demo_detector, config=CFG)
+
+
+@pytest.mark.train
+def test_training_on_saved_candidates_equals_training_on_the_scans(torch_available, two_stage, demo_dir, demo_detector, labelled, tmp_path):
+    from nii.detect.rescore_train import build_two_stage, extract_candidates, save_candidates
+
+    train, cal = labelled
+    f = save_candidates(extract_candidates(demo_detector, [train], config=CFG), tmp_path / "c.h5",
+                        detector=demo_detector, config=CFG, folders=[train])
+    out = build_two_stage(demo_dir, tmp_path / "m", candidates=[f], calibrate=[cal], test=cal, epochs=1, seed=1, threads=1)
+    a = json.loads((two_stage / "rescorer_info.json").read_text())
+    b = json.loads((out / "rescorer_info.json").read_text())
+    assert b["candidates"] == a["candidates"] and b["data"] == [] and b["candidates_files"][0]["folders"] == [str(train.resolve())]
+    assert [r["loss"] for r in b["train_log"]] == [r["loss"] for r in a["train_log"]]
+    def timeless(d):
+        if isinstance(d, dict):
+            return {k: timeless(v) for k, v in d.items() if "seconds" not in k}
+        return [timeless(v) for v in d] if isinstance(d, list) else d
+
+    assert timeless(json.loads((out / "thresholds.json").read_text())) == timeless(json.loads((two_stage / "thresholds.json").read_text()))
+    assert str(train.resolve()) in (out / "MODEL_CARD.md").read_text()
+    # the scans behind a candidates file count as training data: not also calibration, not twice
+    with pytest.raises(InvalidParameterError, match="must differ"):
+        build_two_stage(demo_dir, tmp_path / "x", candidates=[f], calibrate=[train])
+    with pytest.raises(InvalidParameterError, match="twice"):
+        build_two_stage(demo_dir, tmp_path / "y", data=[train], candidates=[f], calibrate=[cal])
+    with pytest.raises(InvalidParameterError, match="--candidates"):
+        build_two_stage(demo_dir, tmp_path / "z", calibrate=[cal])
+    assert not any((tmp_path / n).exists() for n in "xyz")
+
+
 @pytest.mark.train
 def test_other_model_tools_keep_or_refuse_the_second_stage(two_stage, labelled, tmp_path):
     from nii.detect import Detector
