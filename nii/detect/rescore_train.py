@@ -170,10 +170,13 @@ def extract_candidates(
     crops = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, s, s, 3), np.uint8)
     scal = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, N_SCALARS), np.float32)
     labs = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
-    names = ["background", *detector.config.classes]
-    counts = {"scans": len(files), "candidates": int(labs.size),
-              "by_label": {n: int(np.count_nonzero(labs == k)) for k, n in enumerate(names)}}
-    return CandidateSet(crops, scal, labs, len(files), counts)
+    return CandidateSet(crops, scal, labs, len(files), _counts(labs, len(files), detector.config.classes))
+
+
+def _counts(labels: np.ndarray, n_scans: int, classes: Sequence[str]) -> dict[str, Any]:
+    names = ["background", *classes]
+    return {"scans": int(n_scans), "candidates": int(labels.size),
+            "by_label": {n: int(np.count_nonzero(labels == k)) for k, n in enumerate(names)}}
 
 
 CANDIDATES_FORMAT = "nii-rescorer-candidates"
@@ -246,7 +249,7 @@ def load_candidates(
             raise InvalidDataError(f"extracted with model {meta.get('model')!r} (network or config differ from "
                                    f"{key['model']!r}): extract again with this model", path=path)
         if meta.get("rescorer") != config.to_dict():
-            raise InvalidDataError(f"extracted with crop settings {meta.get('rescorer')} , not {config.to_dict()}", path=path)
+            raise InvalidDataError(f"extracted with crop settings {meta.get('rescorer')}, not {config.to_dict()}", path=path)
         if meta.get("classes") != list(detector.config.classes):
             raise InvalidDataError(f"classes {meta.get('classes')} are not the model's {list(detector.config.classes)}", path=path)
         try:
@@ -266,13 +269,11 @@ def load_candidates(
     return cs, meta
 
 
-def _concat(sets: Sequence[CandidateSet], names: Sequence[str]) -> CandidateSet:
-    crops = np.concatenate([c.crops for c in sets])
+def _concat(sets: Sequence[CandidateSet], classes: Sequence[str]) -> CandidateSet:
     labs = np.concatenate([c.labels for c in sets])
     n_scans = sum(c.n_scans for c in sets)
-    counts = {"scans": n_scans, "candidates": int(labs.size),
-              "by_label": {n: int(np.count_nonzero(labs == k)) for k, n in enumerate(names)}}
-    return CandidateSet(crops, np.concatenate([c.scalars for c in sets]), labs, n_scans, counts)
+    return CandidateSet(np.concatenate([c.crops for c in sets]), np.concatenate([c.scalars for c in sets]), labs, n_scans,
+                        _counts(labs, n_scans, classes))
 
 
 def build_two_stage(
@@ -341,9 +342,11 @@ def build_two_stage(
     det = Detector.load(src, backend="onnx")
     if det.rescorer is not None:
         raise InvalidParameterError(f"{src.name} already has a second stage; start from a one-stage model")
-    names = ["background", *det.config.classes]
     loaded = [load_candidates(f, detector=det, config=cfg_r) for f in candidates]
-    train_dirs = [str(Path(a).resolve()) for a in data] + [d for _, m in loaded for d in m.get("folders", [])]
+    metas = [m for _, m in loaded]
+    sets = [c for c, _ in loaded]
+    del loaded
+    train_dirs = [str(Path(a).resolve()) for a in data] + [d for m in metas for d in m.get("folders", [])]
     overlap = set(train_dirs) & {str(Path(b).resolve()) for b in [*calibrate, *([test] if test else [])]}
     if overlap:
         raise InvalidParameterError(f"training folders must differ from calibration/test folders: {sorted(overlap)}")
@@ -353,12 +356,12 @@ def build_two_stage(
     from . import _rescorer_torch as rt  # torch: the train extra
 
     t0 = time.perf_counter()
-    sets = [c for c, _ in loaded]
     if data:
         say(f"extracting candidates from {', '.join(map(str, data))}")
         sets.append(extract_candidates(det, data, config=cfg_r, workers=workers,
                                        progress=lambda i, n: say(f"  {i}/{n} scans") if i % 500 == 0 or i == n else None))
-    cs = sets[0] if len(sets) == 1 else _concat(sets, names)
+    cs = sets[0] if len(sets) == 1 else _concat(sets, det.config.classes)
+    del sets  # the pieces of a concatenation are not kept beside it
     t_extract = time.perf_counter() - t0
     say(f"{cs.counts['candidates']} candidates from {cs.n_scans} scans: {cs.counts['by_label']}")
     net, log = rt.train_cropnet(cs.crops, cs.scalars, cs.labels, n_out=det.config.nc + 1, epochs=epochs, seed=seed,
@@ -394,7 +397,7 @@ def build_two_stage(
             "command": command,
             "data": [str(d) for d in data],
             "candidates_files": [{"file": str(f), "folders": m.get("folders"), "scans": m.get("n_scans"),
-                                  "candidates": m.get("counts", {}).get("candidates")} for f, (_, m) in zip(candidates, loaded, strict=True)],
+                                  "candidates": m.get("counts", {}).get("candidates")} for f, m in zip(candidates, metas, strict=True)],
             "calibration_data": [str(d) for d in calibrate],
             "test_data": None if test is None else str(test),
             "candidates": cs.counts,
