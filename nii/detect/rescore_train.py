@@ -252,18 +252,22 @@ def load_candidates(
             raise InvalidDataError(f"extracted with crop settings {meta.get('rescorer')}, not {config.to_dict()}", path=path)
         if meta.get("classes") != list(detector.config.classes):
             raise InvalidDataError(f"classes {meta.get('classes')} are not the model's {list(detector.config.classes)}", path=path)
-        try:
-            crops = h["crops"][...]
-            scal = h["scalars"][...]
-            labs = h["labels"][...]
-        except KeyError as exc:
-            raise InvalidDataError(f"candidates file lacks {exc}", path=path) from None
-    n = labs.shape[0]
-    s = config.crop
-    if (labs.ndim != 1 or crops.dtype != np.uint8 or crops.shape != (n, s, s, 3) or scal.shape != (n, N_SCALARS)
-            or not np.issubdtype(labs.dtype, np.integer) or (n and (labs.min() < 0 or labs.max() > len(detector.config.classes)))):
-        raise InvalidDataError(f"inconsistent candidates: crops {crops.shape} {crops.dtype}, scalars {scal.shape}, labels {labs.shape}",
-                               path=path)
+        ds = {k: h.get(k) for k in ("crops", "scalars", "labels")}
+        missing = [k for k, d in ds.items() if not isinstance(d, h5py.Dataset)]
+        if missing:
+            raise InvalidDataError(f"candidates file lacks {missing}", path=path)
+        # shapes and types from the headers, before the crops (GB) are read
+        c, sc, lb = ds["crops"], ds["scalars"], ds["labels"]
+        n, side = (lb.shape[0] if lb.ndim == 1 else -1), config.crop
+        if (lb.ndim != 1 or c.dtype != np.uint8 or c.shape != (n, side, side, 3) or sc.shape != (n, N_SCALARS)
+                or not np.issubdtype(lb.dtype, np.integer)):
+            raise InvalidDataError(f"inconsistent candidates: crops {c.shape} {c.dtype}, scalars {sc.shape}, labels {lb.shape}",
+                                   path=path)
+        labs = lb[...]
+        if n and (labs.min() < 0 or labs.max() > len(detector.config.classes)):
+            raise InvalidDataError(f"candidate labels outside 0..{len(detector.config.classes)}", path=path)
+        crops = c[...]
+        scal = sc[...]
     cs = CandidateSet(crops, scal.astype(np.float32, copy=False), labs.astype(np.int64, copy=False), int(meta.get("n_scans", 0)),
                       dict(meta.get("counts", {})))
     return cs, meta
