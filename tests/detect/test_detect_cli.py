@@ -21,6 +21,29 @@ def test_evaluate_json_on_a_labelled_folder(tmp_path, capsys, demo_dir):
     assert (tmp_path / "p" / "pr_curve.png").is_file() and (tmp_path / "p" / "confusion_matrix.png").is_file()
 
 
+def test_evaluate_compare_reports_a_paired_bootstrap(tmp_path, capsys, demo_dir):
+    """`--compare`: the baseline runs on the same images; a model against itself differs by nothing."""
+    assert main(["dataset", "synthetic", "--out", str(tmp_path / "d"), "--size", "128", "--n-train", "0", "--n-val", "0", "--n-test", "30", "--seed", "11"]) == 0
+    capsys.readouterr()
+    args = ["evaluate", "--data", str(tmp_path / "d" / "test"), "--model", str(demo_dir), "--compare", str(demo_dir), "--n-boot", "200"]
+    assert main([*args, "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    cmp = m["comparison"]
+    assert cmp["n_images"] == 30 and cmp["n_boot"] == 200 and cmp["seed"] == 0
+    for key in ("pd_at_far_1pct", "pd_at_far_5pct", "pd_at_operating_point"):
+        assert set(cmp[key]["classes"]) == set(m["classes"])
+        mean = cmp[key]["class_mean"]
+        assert mean["diff"] == 0.0 and mean["diff_ci95"] == [0.0, 0.0], key
+    for c, d in m["classes"].items():
+        assert cmp["pd_at_far_1pct"]["classes"][c]["b"] == d["pd_at_far_1pct"]
+    assert cmp["far_images"]["a"] == m["far_images"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "paired bootstrap over 30 images" in out and "class mean" in out
+    assert main([*args[:-1], "50"]) == 1
+    assert "--n-boot must be >= 100" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_evaluate_measures_the_material_anomaly_cue_on_scans(tmp_path, capsys, demo_dir):
     """`--anomalies` on simulated scans: the cue's coverage per class and its burden on negatives."""
