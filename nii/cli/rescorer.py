@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,22 +40,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--workers", type=int, default=1, help="processes extracting the candidates (default 1)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=_extract)
+    j = sub.add_parser("ensemble", help="join the second stages of two-stage folders into one (mean of their probabilities)",
+                       description="Join the second-stage networks of two-stage model folders that share one first stage into "
+                                   "one rescorer.onnx whose class probabilities are the mean of theirs (needs the onnx package: "
+                                   "the train extra), calibrate thresholds on the final scores of --calibrate and write the new "
+                                   "model folder --out (evaluated on --test if given).")
+    j.add_argument("members", metavar="MODEL", nargs="+", help="two-stage model folders (at least two)")
+    j.add_argument("--calibrate", required=True, action="append", metavar="DIR",
+                   help="labelled scans with negatives to calibrate the thresholds on (repeatable; no member may have trained on them)")
+    j.add_argument("--test", default=None, metavar="DIR", help="labelled scans to evaluate the new folder on")
+    j.add_argument("--out", required=True, metavar="DIR", help="the new model folder (must not exist)")
+    j.add_argument("--set-default", action="store_true", help="write detectors/DEFAULT naming the new folder")
+    j.add_argument("--json", action="store_true")
+    j.set_defaults(handler=_ensemble)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 
 def _train(args: argparse.Namespace) -> int:
-    import json
     import logging
     import shlex
     import sys
 
-    from .._atomic import atomic_write_text
     from ..detect.rescore_train import build_two_stage
 
     log = logging.getLogger("nii.rescorer")
     command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     folder = build_two_stage(args.model, args.out, data=args.data, candidates=args.candidates, calibrate=args.calibrate, test=args.test,
                              epochs=args.epochs, seed=args.seed, threads=args.threads, workers=args.workers, command=command, progress=log.info)
+    return _report(folder, args)
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    import logging
+    import shlex
+    import sys
+
+    from ..detect.rescore_train import build_ensemble
+
+    log = logging.getLogger("nii.rescorer")
+    command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    folder = build_ensemble(args.members, args.out, calibrate=args.calibrate, test=args.test, command=command, progress=log.info)
+    return _report(folder, args)
+
+
+def _report(folder: Path, args: argparse.Namespace) -> int:
+    """Set the default if asked; print the new folder and its test metrics."""
+    import json
+
+    from .._atomic import atomic_write_text
+
     if args.set_default:
         atomic_write_text(folder.parent / "DEFAULT", folder.name + "\n")
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8")) if (folder / "metrics.json").is_file() else None

@@ -14,6 +14,9 @@
    other labelled scans (the source's thresholds are for YOLO scores alone and are not kept),
    ``rescorer_info.json`` (data, seeds, losses, the command), a model card and ``SHA256SUMS``;
    with ``test``, metrics. The folder is assembled aside and renamed into place.
+4. :func:`build_ensemble` (``nii rescorer ensemble``) joins the second stages of two-stage folders
+   that share one first stage into one ``rescorer.onnx`` whose probabilities are the mean of
+   theirs (:func:`ensemble_onnx`), and writes a folder like 3. with thresholds calibrated anew.
 
 The scans used for training the second stage must be disjoint from those of the calibration and
 test folders, and should be scenes the detector was not trained on (its scores on its own
@@ -44,7 +47,7 @@ from .rescore import (
     input_kind_index,
 )
 
-__all__ = ["CandidateSet", "build_two_stage", "extract_candidates", "load_candidates", "save_candidates"]
+__all__ = ["CandidateSet", "build_ensemble", "build_two_stage", "ensemble_onnx", "extract_candidates", "load_candidates", "save_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -416,6 +419,204 @@ def build_two_stage(
         atomic_write_text(work / "rescorer_info.json", json.dumps(info, indent=1, default=str) + "\n")
         src_card = (src / "MODEL_CARD.md").read_text(encoding="utf-8") if (src / "MODEL_CARD.md").is_file() else ""
         _write_card(work, name=out.name, src=src.name, th=th, info=info, metrics=metrics, src_card=src_card)
+        write_sha256sums(work)
+    return out
+
+
+def ensemble_onnx(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Write one second-stage ONNX network whose ``probs`` are the mean of those of ``paths``.
+
+    Every network must take ``crops`` and ``scalars`` and return ``probs`` (the export of
+    :func:`nii.detect._rescorer_torch.export_onnx`); their nodes and weights are kept side by
+    side under the prefixes ``m0/``, ``m1/``... and fed the same inputs. Needs the ``onnx``
+    package (the ``train`` extra); the result runs on plain onnxruntime.
+    """
+    try:
+        import onnx
+        from onnx import compose, helper, numpy_helper
+    except ImportError as exc:  # pragma: no cover - the train extra
+        raise ModelError("joining second stages needs the onnx package: install nii[train]") from exc
+    if len(paths) < 2:
+        raise InvalidParameterError(f"an ensemble needs at least two networks, got {len(paths)}")
+    models = []
+    for p in paths:
+        try:
+            m = onnx.load(str(p))
+        except Exception as exc:  # onnx raises its own types (DecodeError...)
+            raise ModelError(f"not an ONNX network: {exc}", path=p) from exc
+        ins, outs = [i.name for i in m.graph.input], [o.name for o in m.graph.output]
+        if ins != ["crops", "scalars"] or outs != ["probs"]:
+            raise ModelError(f"a second stage takes ['crops', 'scalars'] and returns ['probs'], this one {ins} -> {outs}", path=p)
+        models.append(m)
+    opsets = {tuple(sorted((o.domain, o.version) for o in m.opset_import)) for m in models}
+    if len(opsets) != 1:
+        raise ModelError(f"the networks use different ONNX opsets {sorted(opsets)}; export them with one nii version", path=paths[1])
+    nodes: list[Any] = []
+    inits: list[Any] = []
+    infos: list[Any] = []
+    probs: list[str] = []
+    for i, m in enumerate(models):
+        pre = f"m{i}/"
+        pm = compose.add_prefix(m, prefix=pre)
+        shared = {pre + "crops": "crops", pre + "scalars": "scalars"}
+        for n in pm.graph.node:
+            for j, x in enumerate(n.input):
+                if x in shared:
+                    n.input[j] = shared[x]
+        nodes += list(pm.graph.node)
+        inits += list(pm.graph.initializer)
+        infos += list(pm.graph.value_info)
+        probs.append(pm.graph.output[0].name)
+    inits.append(numpy_helper.from_array(np.array(1.0 / len(models), np.float32), "ensemble/weight"))
+    nodes.append(helper.make_node("Sum", probs, ["ensemble/sum"], name="ensemble/sum"))
+    nodes.append(helper.make_node("Mul", ["ensemble/sum", "ensemble/weight"], ["probs"], name="ensemble/mean"))
+    graph = helper.make_graph(nodes, "nii-second-stage-ensemble", list(models[0].graph.input), list(models[0].graph.output),
+                              initializer=inits, value_info=infos)
+    joined = helper.make_model(graph, opset_imports=list(models[0].opset_import), ir_version=models[0].ir_version,
+                               producer_name="nii rescorer ensemble")
+    onnx.checker.check_model(joined)
+    from .._atomic import atomic_write_bytes
+
+    return atomic_write_bytes(out, joined.SerializeToString())
+
+
+def _training_folders(folder: Path) -> list[str]:
+    """The resolved scan folders a two-stage folder's second stage was trained on (``rescorer_info.json``)."""
+    f = folder / "rescorer_info.json"
+    try:
+        info = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the second stage's description ({exc}): it names the scans it was trained on", path=f) from exc
+    if "training_folders" in info:  # an ensemble
+        return [str(d) for d in info["training_folders"]]
+    return [str(Path(d).resolve()) for d in info.get("data", [])] + [
+        str(d) for e in info.get("candidates_files", []) for d in (e.get("folders") or [])]
+
+
+def build_ensemble(
+    members: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    calibrate: Sequence[str | os.PathLike],
+    test: str | os.PathLike | None = None,
+    threads: int | None = None,
+    command: str = "",
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Join the second stages of two-stage folders ``members`` into the new folder ``out``.
+
+    The members must share one first stage (the same ``model.onnx``, classes, pitch and tiling)
+    and the same crop geometry and score combination, and hold different second stages. The
+    new folder is the first member's with a ``rescorer.onnx`` that averages all the members'
+    probabilities (:func:`ensemble_onnx`, checked against the members on crops of the
+    calibration scans), thresholds calibrated on the final scores of ``calibrate`` (disjoint
+    from every member's training scans), ``rescorer_info.json`` naming the members, a model card
+    and ``SHA256SUMS``; with ``test``, metrics.
+    """
+    from .._atomic import atomic_dir, atomic_write_text
+    from .detector import Detector, resolve_model_dir, write_sha256sums
+    from .recalibrate import recalibrated_thresholds
+    from .rescore import Rescorer
+    from .training import evaluate_folder
+
+    say = progress or (lambda s: logger.info(s))
+    out = Path(out)
+    if out.exists():
+        raise InvalidParameterError(f"{out}: already exists; choose a new folder for the ensemble")
+    if len(members) < 2:
+        raise InvalidParameterError(f"an ensemble needs at least two two-stage model folders, got {len(members)}")
+    if not calibrate:
+        raise InvalidParameterError("give at least one folder of calibration scans (--calibrate)")
+    for d in [*calibrate, *([test] if test is not None else [])]:
+        if not Path(d).is_dir():
+            raise InvalidParameterError(f"{d}: must be a folder of labelled scans")
+    folders = [resolve_model_dir(m) for m in members]
+    dets = [Detector.load(f, backend="onnx") for f in folders]
+    first = dets[0]
+    key = ("classes", "encoding", "pitch_mm", "tile_size", "overlap", "input_channels", "nms_iou", "min_conf")
+    for f, d in zip(folders, dets, strict=True):
+        if d.rescorer is None:
+            raise InvalidParameterError(f"{f.name} has no second stage: an ensemble joins two-stage folders")
+        if d.model_hash != first.model_hash:
+            raise InvalidParameterError(f"{f.name} has another first stage than {folders[0].name} (model.onnx differs)")
+        cfg_a, cfg_b = first.config.to_dict(), d.config.to_dict()
+        diff = [k for k in key if cfg_a.get(k) != cfg_b.get(k)]
+        if diff:
+            raise InvalidParameterError(f"{f.name} differs from {folders[0].name} in {diff}")
+        ra, rb = first.rescorer.config.to_dict(), d.rescorer.config.to_dict()
+        if {k: v for k, v in ra.items() if k != "file"} != {k: v for k, v in rb.items() if k != "file"}:
+            raise InvalidParameterError(f"{f.name}'s second stage has another crop geometry or combination than {folders[0].name}'s: {rb} vs {ra}")
+    shas = [d.rescorer.sha256 for d in dets]
+    if len(set(shas)) != len(shas):
+        raise InvalidParameterError("the same second-stage network is given twice: an ensemble needs different networks")
+    trained = sorted({d for f in folders for d in _training_folders(f)})
+    overlap = set(trained) & {str(Path(b).resolve()) for b in [*calibrate, *([test] if test else [])]}
+    if overlap:
+        raise InvalidParameterError(f"a member was trained on calibration/test scans: {sorted(overlap)}")
+    cfg_r = first.rescorer.config
+    with atomic_dir(out) as work:
+        for f in sorted(folders[0].iterdir()):
+            if f.is_file() and f.name not in _SOURCE_ONLY and f.name != cfg_r.file and not f.name.startswith("."):
+                shutil.copy2(f, work / f.name)
+        ensemble_onnx([d.rescorer.path for d in dets], work / cfg_r.file)
+        joined = Rescorer(work / cfg_r.file, cfg_r, threads=threads, nc=first.config.nc)
+        # the joined network must compute the mean of its members, on the crops of real candidates
+        from .evaluate import _scan_files
+
+        one = Detector(folders[0], first.config, first.thresholds, first.backend, first.model_hash, batch_size=first.batch_size)
+        got = [_one_scan(one, f, cfg_r) for f in _scan_files(Path(calibrate[0]))[:8]]
+        rng = np.random.default_rng(0)  # and on noise crops, in case those scans have no candidate
+        crops = [g[0] for g in got] + [rng.integers(0, 256, (8, cfg_r.crop, cfg_r.crop, 3), dtype=np.uint8)]
+        scalars = [g[1] for g in got] + [candidate_scalars(
+            rng.integers(0, first.config.nc, 8), np.array([[0, 0, 40, 20]] * 8, np.float32), pitch_yx=(1.0, 1.0),
+            side_mm=np.full(8, 60.0), kind=0, nc=first.config.nc)]
+        cr, sc = np.concatenate(crops), np.concatenate(scalars)
+        want = np.mean([d.rescorer.probabilities(cr, sc) for d in dets], axis=0)
+        dev = float(np.abs(joined.probabilities(cr, sc) - want).max())
+        if dev > 1e-4:
+            raise ModelError(f"the joined second stage differs from the mean of its members by {dev:.2g}", path=work / cfg_r.file)
+        extra = {k: v for k, v in first.config.extra.items() if k not in ("recalibrated_from",)}
+        extra["ensemble_of"] = [f.name for f in folders]
+        cfg = dataclasses.replace(first.config, name=out.name, extra=extra)
+        atomic_write_text(work / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
+        two = Detector(work, cfg, first.thresholds, first.backend, first.model_hash, batch_size=first.batch_size, rescorer=joined)
+        say(f"calibrating on the final scores of {', '.join(map(str, calibrate))}")
+        th = recalibrated_thresholds(two, calibrate)
+        th.save(work / "thresholds.json")
+        metrics = None
+        if test is not None:
+            say(f"evaluating on {test}")
+            metrics = evaluate_folder(work, cfg, th, Path(test))
+        info = {
+            "source": extra.get("second_stage_of"),
+            "command": command,
+            "members": [{"folder": f.name, "rescorer_sha256": s} for f, s in zip(folders, shas, strict=True)],
+            "training_folders": trained,
+            "calibration_data": [str(d) for d in calibrate],
+            "test_data": None if test is None else str(test),
+            "joined_vs_members_max_abs": dev,
+            "thresholds": th.info,
+        }
+        atomic_write_text(work / "rescorer_info.json", json.dumps(info, indent=1, default=str) + "\n")
+        L = [f"# Model card: {out.name}", "",
+             (f"`{extra.get('second_stage_of')}` followed by a second stage that is the mean of {len(folders)} crop CNNs, those of "
+              + ", ".join(f"`{f.name}`" for f in folders) + ": every candidate box of the detector is looked at again on a crop at "
+              "the scan's own pitch by each network, their class probabilities are averaged, and the flag's confidence is the "
+              "geometric mean of the detector's score and that probability. The thresholds were calibrated on these final scores."), "",
+             f"Made by: `{command or 'nii rescorer ensemble'}`. Joined network checked against the mean of the members "
+             f"(max |dp| {dev:.1e}).", "",
+             "## Operating point", "",
+             (f"Calibrated on {th.n_negative} negative images of {', '.join(f'`{d}`' for d in calibrate)}; "
+              f"rule `{th.method}`, default FAR {th.default_far:.2%}."), ""]
+        from .recalibrate import card_operating_points, card_source, card_test_metrics
+
+        L += card_operating_points(th)
+        if metrics:
+            L += card_test_metrics(metrics)
+        for f in folders:
+            card = (f / "MODEL_CARD.md").read_text(encoding="utf-8") if (f / "MODEL_CARD.md").is_file() else ""
+            L += card_source(f.name, card, note="A member's own card; its operating point and metrics are for that member alone.")
+        atomic_write_text(work / "MODEL_CARD.md", "\n".join(L))
         write_sha256sums(work)
     return out
 

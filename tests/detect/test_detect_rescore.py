@@ -403,3 +403,69 @@ def test_a_second_stage_that_does_not_fit_its_config_is_refused(two_stage, tmp_p
     write_sha256sums(bad)
     with pytest.raises(ModelError, match=r"takes crops \[3, 96, 96\], config.json says \[3, 64, 64\]"):
         Detector.load(bad)
+
+
+@pytest.mark.train
+def test_an_ensemble_scores_with_the_mean_of_its_members(two_stage, demo_dir, labelled, tmp_path, capsys):
+    import shutil
+
+    from nii.cli import main
+    from nii.detect import Detector
+    from nii.detect.detector import write_sha256sums
+    from nii.detect.rescore import crop_candidates, candidate_scalars, input_kind_index
+    from nii.detect.rescore_train import build_ensemble, build_two_stage, ensemble_onnx
+    from nii.io import read
+
+    train, cal = labelled
+    other = build_two_stage(demo_dir, tmp_path / "demo-2s-b", data=[train], calibrate=[cal], epochs=1, seed=2, threads=1)
+    out = tmp_path / "demo-ens"
+    assert main(["rescorer", "ensemble", str(two_stage), str(other), "--calibrate", str(cal), "--test", str(cal),
+                 "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == str(out)
+    ens, a, b = Detector.load(out), Detector.load(two_stage), Detector.load(other)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["ensemble_of"] == [two_stage.name, other.name] and cfg["name"] == "demo-ens"
+    info = json.loads((out / "rescorer_info.json").read_text())
+    assert [m["rescorer_sha256"] for m in info["members"]] == [a.rescorer.sha256, b.rescorer.sha256]
+    assert info["training_folders"] == [str(train.resolve())] and info["joined_vs_members_max_abs"] < 1e-4
+    assert (out / "metrics.json").is_file() and "rescorer.onnx" in (out / "SHA256SUMS").read_text()
+    assert "## Source model card (demo-2s-b)" in (out / "MODEL_CARD.md").read_text()
+    # its probabilities are the mean of the members' on every candidate of a scan, and detection
+    # uses them: the final score is sqrt(yolo * mean p)
+    scan = read(sorted((cal / "scans").glob("*.h5"))[1])
+    boxes, y, cls = Detector(a.folder, a.config, a.thresholds, a.backend, a.model_hash).candidates(scan)
+    assert len(y) > 0
+    crops, side = crop_candidates(scan, boxes, config=a.rescorer.config)
+    sc = candidate_scalars(cls, boxes, pitch_yx=scan.pixel_pitch_mm, side_mm=side, kind=input_kind_index(scan), nc=4)
+    pa, pb, pe = (d.rescorer.probabilities(crops, sc) for d in (a, b, ens))
+    np.testing.assert_allclose(pe, (pa + pb) / 2, atol=1e-5)
+    assert not np.allclose(pa, pb, atol=1e-3)
+    got = ens.candidates(scan)[1]
+    want = np.sqrt(y * ((pa + pb) / 2)[np.arange(len(y)), cls + 1])
+    want = np.sort(want[want >= ens.config.min_conf])[::-1]
+    assert len(want) > 1 and len(got) == len(want)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # what cannot be joined is refused before anything is written
+    with pytest.raises(InvalidParameterError, match="given twice"):
+        build_ensemble([two_stage, two_stage], tmp_path / "x", calibrate=[cal])
+    with pytest.raises(InvalidParameterError, match="at least two"):
+        build_ensemble([two_stage], tmp_path / "x", calibrate=[cal])
+    with pytest.raises(InvalidParameterError, match="no second stage"):
+        build_ensemble([two_stage, demo_dir], tmp_path / "x", calibrate=[cal])
+    with pytest.raises(InvalidParameterError, match="trained on calibration"):
+        build_ensemble([two_stage, other], tmp_path / "x", calibrate=[train])
+    moved = tmp_path / "moved-first-stage"
+    shutil.copytree(other, moved)
+    c2 = json.loads((moved / "config.json").read_text())
+    c2["min_conf"] = 0.05
+    (moved / "config.json").write_text(json.dumps(c2))
+    write_sha256sums(moved)
+    with pytest.raises(InvalidParameterError, match="min_conf"):
+        build_ensemble([two_stage, moved], tmp_path / "x", calibrate=[cal])
+    assert main(["rescorer", "ensemble", str(two_stage), str(other), "--calibrate", str(cal), "--out", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "junk.onnx").write_text("not onnx")
+    with pytest.raises(ModelError, match="not an ONNX") as e:
+        ensemble_onnx([a.rescorer.path, tmp_path / "junk.onnx"], tmp_path / "j.onnx")
+    assert "junk.onnx" in str(e.value)
