@@ -29,7 +29,9 @@ Definitions (also in the model card):
   ``far_images`` (over the negative images), so that a reader sees what the split can resolve.
   They treat objects as independent and a threshold as fixed: they understate the spread where
   one scan holds several objects, and for ``pd_at_far_*`` they omit the spread of the threshold
-  taken on the same negatives.
+  taken on the same negatives. To tell whether one model beats another on the same scans, use
+  the paired bootstrap of :mod:`nii.detect.compare` (``nii evaluate --compare``), which
+  resamples whole scans and re-takes each threshold on every resample.
 """
 
 from __future__ import annotations
