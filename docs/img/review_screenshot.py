@@ -13,7 +13,7 @@ What it does, and what is real in the picture:
    model flags and material anomalies, is real output, whatever the model finds or misses (with
    ``nii-yolo11n-v6-int8`` and ``nii-yolo11n-v6-int8-cal2``, seed 12: the tusk flagged as ivory, 0.80;
    with ``nii-yolo11n-v13-int8-cal2``: ivory, 0.64; with ``nii-yolo11n-v13-int8-2s``: ivory, 0.69; with
-   ``nii-yolo11n-v13-int8-2s2``, the default since 2026-11-27: ivory, 0.79);
+   ``nii-yolo11n-v13-int8-2s2``: ivory, 0.79, the picture committed in session 17);
 4. writes all outputs with :func:`nii.outputs.write_outputs`, serves the folder with the review
    app on 127.0.0.1 and takes a screenshot of the viewer in headless Debian chromium.
 
