@@ -327,9 +327,7 @@ def build_two_stage(
     """
     from .._atomic import atomic_dir, atomic_write_text
     from .detector import Detector, resolve_model_dir, write_sha256sums
-    from .recalibrate import recalibrated_thresholds
     from .rescore import Rescorer
-    from .training import evaluate_folder
 
     say = progress or (lambda s: logger.info(s))
     cfg_r = config or RescorerConfig()
@@ -389,16 +387,7 @@ def build_two_stage(
         extra = {k2: v for k2, v in det.config.extra.items() if k2 not in ("recalibrated_from",)}
         extra["rescorer"] = cfg_r.to_dict()
         extra["second_stage_of"] = src.name
-        cfg = dataclasses.replace(det.config, name=out.name, extra=extra)
-        atomic_write_text(work / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
-        two = Detector(work, cfg, det.thresholds, det.backend, det.model_hash, batch_size=det.batch_size, rescorer=second)
-        say(f"calibrating on the final scores of {', '.join(map(str, calibrate))}")
-        th = recalibrated_thresholds(two, calibrate)
-        th.save(work / "thresholds.json")
-        metrics = None
-        if test is not None:
-            say(f"evaluating on {test}")
-            metrics = evaluate_folder(work, cfg, th, Path(test))
+        _, th, metrics = _configure_calibrate_test(work, det, extra, second, name=out.name, calibrate=calibrate, test=test, say=say)
         info = {
             "source": src.name,
             "command": command,
@@ -515,9 +504,7 @@ def build_ensemble(
     """
     from .._atomic import atomic_dir, atomic_write_text
     from .detector import Detector, resolve_model_dir, write_sha256sums
-    from .recalibrate import recalibrated_thresholds
     from .rescore import Rescorer
-    from .training import evaluate_folder
 
     say = progress or (lambda s: logger.info(s))
     out = Path(out)
@@ -577,16 +564,7 @@ def build_ensemble(
             raise ModelError(f"the joined second stage differs from the mean of its members by {dev:.2g}", path=work / cfg_r.file)
         extra = {k: v for k, v in first.config.extra.items() if k not in ("recalibrated_from",)}
         extra["ensemble_of"] = [f.name for f in folders]
-        cfg = dataclasses.replace(first.config, name=out.name, extra=extra)
-        atomic_write_text(work / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
-        two = Detector(work, cfg, first.thresholds, first.backend, first.model_hash, batch_size=first.batch_size, rescorer=joined)
-        say(f"calibrating on the final scores of {', '.join(map(str, calibrate))}")
-        th = recalibrated_thresholds(two, calibrate)
-        th.save(work / "thresholds.json")
-        metrics = None
-        if test is not None:
-            say(f"evaluating on {test}")
-            metrics = evaluate_folder(work, cfg, th, Path(test))
+        _, th, metrics = _configure_calibrate_test(work, first, extra, joined, name=out.name, calibrate=calibrate, test=test, say=say)
         info = {
             "source": extra.get("second_stage_of"),
             "command": command,
@@ -604,15 +582,10 @@ def build_ensemble(
               "the scan's own pitch by each network, their class probabilities are averaged, and the flag's confidence is the "
               "geometric mean of the detector's score and that probability. The thresholds were calibrated on these final scores."), "",
              f"Made by: `{command or 'nii rescorer ensemble'}`. Joined network checked against the mean of the members "
-             f"(max |dp| {dev:.1e}).", "",
-             "## Operating point", "",
-             (f"Calibrated on {th.n_negative} negative images of {', '.join(f'`{d}`' for d in calibrate)}; "
-              f"rule `{th.method}`, default FAR {th.default_far:.2%}."), ""]
-        from .recalibrate import card_operating_points, card_source, card_test_metrics
+             f"(max |dp| {dev:.1e}).", ""]
+        from .recalibrate import card_source
 
-        L += card_operating_points(th)
-        if metrics:
-            L += card_test_metrics(metrics)
+        L += _card_calibration(th, calibrate, metrics)
         for f in folders:
             card = (f / "MODEL_CARD.md").read_text(encoding="utf-8") if (f / "MODEL_CARD.md").is_file() else ""
             L += card_source(f.name, card, note="A member's own card; its operating point and metrics are for that member alone.")
@@ -621,9 +594,45 @@ def build_ensemble(
     return out
 
 
+def _configure_calibrate_test(work: Path, det: Any, extra: dict[str, Any], rescorer: Any, *, name: str, calibrate: Sequence[str | os.PathLike],
+                              test: str | os.PathLike | None, say: Callable[[str], None]) -> tuple[Any, Any, dict[str, Any] | None]:
+    """Write ``work/config.json`` (``det``'s config renamed ``name``, with ``extra``),
+    calibrate thresholds on the final scores of ``calibrate`` (``thresholds.json``) and, with
+    ``test``, evaluate there (``metrics.json``, plots). Returns ``(config, thresholds, metrics)``."""
+    from .._atomic import atomic_write_text
+    from .detector import Detector
+    from .recalibrate import recalibrated_thresholds
+    from .training import evaluate_folder
+
+    cfg = dataclasses.replace(det.config, name=name, extra=extra)
+    atomic_write_text(work / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
+    two = Detector(work, cfg, det.thresholds, det.backend, det.model_hash, batch_size=det.batch_size, rescorer=rescorer)
+    say(f"calibrating on the final scores of {', '.join(map(str, calibrate))}")
+    th = recalibrated_thresholds(two, calibrate)
+    th.save(work / "thresholds.json")
+    metrics = None
+    if test is not None:
+        say(f"evaluating on {test}")
+        metrics = evaluate_folder(work, cfg, th, Path(test))
+    return cfg, th, metrics
+
+
+def _card_calibration(th: Any, data: Sequence[Any], metrics: dict[str, Any] | None) -> list[str]:
+    """Model-card lines: where the thresholds were calibrated, the operating points, test metrics."""
+    from .recalibrate import card_operating_points, card_test_metrics
+
+    L = ["## Operating point", "",
+         (f"Calibrated on {th.n_negative} negative images of {', '.join(f'`{d}`' for d in data)}; "
+          f"rule `{th.method}`, default FAR {th.default_far:.2%}."), ""]
+    L += card_operating_points(th)
+    if metrics:
+        L += card_test_metrics(metrics)
+    return L
+
+
 def _write_card(folder: Path, *, name: str, src: str, th: Any, info: dict[str, Any], metrics: dict[str, Any] | None, src_card: str) -> None:
     from .._atomic import atomic_write_text
-    from .recalibrate import card_operating_points, card_source, card_test_metrics
+    from .recalibrate import card_source
 
     c = info["candidates"]
     where = [f"`{d}`" for d in info["data"]]
@@ -636,12 +645,7 @@ def _write_card(folder: Path, *, name: str, src: str, th: Any, info: dict[str, A
          "## Second stage", "",
          (f"Trained on {c['candidates']} candidates from {c['scans']} labelled scans ({', '.join(where)}): "
           + ", ".join(f"{k} {v}" for k, v in c["by_label"].items()) + f". {info['epochs']} epoch(s), seed {info['seed']}; "
-          f"final loss {info['train_log'][-1]['loss']:.4f}. ONNX export checked against torch (max |dp| {info['onnx_vs_torch_max_abs']:.1e})."), "",
-         "## Operating point", "",
-         (f"Calibrated on {th.n_negative} negative images of {', '.join(f'`{d}`' for d in info['calibration_data'])}; "
-          f"rule `{th.method}`, default FAR {th.default_far:.2%}."), ""]
-    L += card_operating_points(th)
-    if metrics:
-        L += card_test_metrics(metrics)
+          f"final loss {info['train_log'][-1]['loss']:.4f}. ONNX export checked against torch (max |dp| {info['onnx_vs_torch_max_abs']:.1e})."), ""]
+    L += _card_calibration(th, info["calibration_data"], metrics)
     L += card_source(src, src_card, note="The first stage's own card follows; its operating point and metrics are for the first stage alone.")
     atomic_write_text(folder / "MODEL_CARD.md", "\n".join(L))

@@ -10,19 +10,12 @@ import pytest
 from nii.detect.compare import compare_records
 from nii.detect.evaluate import ImageRecord, evaluate_records
 from nii.errors import InvalidParameterError
+from tests.detect.records import rec
 
 CLASSES = ("ivory", "pangolin_scales")
 
 
-def _rec(i, boxes=(), scores=(), cls=(), gt=(), gtc=()):
-    return ImageRecord(
-        str(i),
-        np.asarray(boxes, np.float32).reshape(-1, 4),
-        np.asarray(scores, np.float32),
-        np.asarray(cls, np.int64),
-        np.asarray(gt, np.float32).reshape(-1, 4),
-        np.asarray(gtc, np.int64),
-    )
+_rec = rec
 
 
 def _model(seed: int, n_pos: int = 30, n_neg: int = 60, skill: float = 0.5) -> list[ImageRecord]:

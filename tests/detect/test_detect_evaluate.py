@@ -20,21 +20,12 @@ from nii.detect.evaluate import (
     write_plots,
 )
 from nii.errors import InvalidParameterError
+from tests.detect.records import rec
 
 CLASSES = ("ivory", "pangolin_scales")
 
 
-def _rec(i, boxes=(), scores=(), cls=(), gt=(), gtc=(), kind="dual_energy", family="luggage"):
-    return ImageRecord(
-        str(i),
-        np.asarray(boxes, np.float32).reshape(-1, 4),
-        np.asarray(scores, np.float32),
-        np.asarray(cls, np.int64),
-        np.asarray(gt, np.float32).reshape(-1, 4),
-        np.asarray(gtc, np.int64),
-        kind=kind,
-        family=family,
-    )
+_rec = rec
 
 
 def _dataset():
