@@ -190,8 +190,18 @@ def compare_records(
         raise InvalidParameterError("no negative images: Pd at an image-level FAR needs scans without objects")
     present = np.array([np.any(sa.obj_cls == c) for c in range(nc)])
     ones = np.ones(n, np.int64)
-    rng = np.random.default_rng(seed)
-    draws = [np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(int(n_boot))]
+
+    def draws():
+        """The resamples as image counts, the same sequence on every call (kept one at a time:
+        ``n_boot x n`` counts at once would be 80 MB for 5,000 images)."""
+        rng = np.random.default_rng(seed)
+        for _ in range(int(n_boot)):
+            yield np.bincount(rng.integers(0, n, n), minlength=n)
+
+    def both(fn_a, fn_b) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [(fn_a(w), fn_b(w)) for w in draws()]
+        return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
     out: dict[str, Any] = {
         "a": names[0], "b": names[1], "n_images": n, "n_negative_images": int(sa.neg_idx.size),
         "n_boot": int(n_boot), "seed": int(seed), "iou_pd": iou,
@@ -199,8 +209,7 @@ def compare_records(
 
     def block(fn_a, fn_b) -> dict[str, Any]:
         pa, pb = fn_a(ones), fn_b(ones)
-        ba = np.array([fn_a(w) for w in draws])
-        bb = np.array([fn_b(w) for w in draws])
+        ba, bb = both(fn_a, fn_b)
         cls = {name: _entry(pa[c], pb[c], ba[:, c], bb[:, c], int(np.sum(sa.obj_cls == c))) for c, name in enumerate(classes)}
         mean = _entry(float(_class_mean(pa, present)), float(_class_mean(pb, present)), _class_mean(ba, present), _class_mean(bb, present))
         return {"classes": cls, "class_mean": mean}
@@ -213,8 +222,7 @@ def compare_records(
         if ta.size != nc or tb.size != nc:
             raise InvalidParameterError(f"thresholds must have one value per class ({nc}), got {ta.size} and {tb.size}")
         out["pd_at_operating_point"] = block(lambda w: sa.pd_op(w, ta, nc), lambda w: sb.pd_op(w, tb, nc))
-        fa = np.array([sa.far_images(w, ta) for w in draws])
-        fb = np.array([sb.far_images(w, tb) for w in draws])
+        fa, fb = both(lambda w: sa.far_images(w, ta), lambda w: sb.far_images(w, tb))
         out["far_images"] = _entry(sa.far_images(ones, ta), sb.far_images(ones, tb), fa, fb)
     logger.info("paired bootstrap of %s - %s on %d images (%d resamples)", names[1], names[0], n, n_boot)
     return out
