@@ -337,7 +337,10 @@ def area_weights(factor: float, j0: int, j1: int, n_in: int) -> tuple[np.ndarray
 
     Output pixel ``j`` covers input coordinates ``[j * factor, (j + 1) * factor)``; the weight of
     input pixel ``i`` is its overlap with that interval divided by ``factor``. Returns ``idx`` and
-    ``wts``, both ``(j1 - j0, K)``; unused slots have weight 0 (and a valid index).
+    ``wts``, both ``(j1 - j0, K)``; unused slots have weight 0 (and a valid index). Trailing slots
+    that are unused by every output are dropped (at factor 1.2 no output touches a third pixel, so
+    ``K`` is 2, not ``ceil(factor) + 1``): a term of weight 0 adds an exact zero to a finite sum,
+    so the sums are the same and the kernels do a third less work.
     """
     f = float(factor)
     k = int(np.ceil(f)) + 1
@@ -350,7 +353,9 @@ def area_weights(factor: float, j0: int, j1: int, n_in: int) -> tuple[np.ndarray
     wts = np.clip(ov, 0.0, None) / f
     wts[idx >= n_in] = 0.0
     idx = np.minimum(idx, n_in - 1)
-    return idx, wts
+    used = np.flatnonzero((wts != 0.0).any(axis=0))
+    k_used = int(used[-1]) + 1 if used.size else 1
+    return np.ascontiguousarray(idx[:, :k_used]), np.ascontiguousarray(wts[:, :k_used])
 
 
 def _n_out(n_in: int, factor: float) -> int:

@@ -67,6 +67,10 @@ def gather_cols(x, idx, wts):  # pragma: no cover - compiled
 _HALF_AREA = 0.5 - 1e-9  # an output pixel is impenetrable / valid when at least half its area is
 
 
+#: output rows per parallel chunk of :func:`area_resample_2d` share one float64 scratch row
+_CHUNKS = 64
+
+
 @nb.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
 def area_resample_2d(att, valid, imp, ih, wh, iw, ww, row_all_valid, row_any_imp, valid_shortcut):  # pragma: no cover - compiled
     """``(E, H, W)`` float32 + ``(H, W)`` masks -> ``(E, H', W')`` float32, valid, impenetrable.
@@ -76,6 +80,9 @@ def area_resample_2d(att, valid, imp, ih, wh, iw, ww, row_all_valid, row_any_imp
     source row gives sums of exact zeros (False), and all-valid source rows give the sum of the
     weights, True when ``valid_shortcut`` (the caller checked every output's weights sum to more
     than 1/2). The results are the same bits as computing the sums; a typical scan skips both masks.
+
+    The output rows are split into contiguous chunks, one parallel task each with its own scratch
+    rows; every row and mask sum is a separate branch-free loop over the columns (vectorised).
     """
     ne, _, w = att.shape
     nj, nk = ih.shape
@@ -83,59 +90,76 @@ def area_resample_2d(att, valid, imp, ih, wh, iw, ww, row_all_valid, row_any_imp
     out = np.empty((ne, nj, ni), np.float32)
     valid_o = np.empty((nj, ni), np.bool_)
     imp_o = np.empty((nj, ni), np.bool_)
-    for j in prange(nj):
-        all_valid = valid_shortcut
-        any_imp = False
-        for k in range(nk):
-            if not row_all_valid[ih[j, k]]:
-                all_valid = False
-            if row_any_imp[ih[j, k]]:
-                any_imp = True
+    nchunk = min(nj, _CHUNKS)
+    for ch in prange(nchunk):
         tmp = np.empty((ne + 2, w), np.float64)
-        for c in range(ne + 2):
-            if (c == ne and all_valid) or (c == ne + 1 and not any_imp):
-                continue
-            src0 = ih[j, 0]
-            w0 = wh[j, 0]
-            for col in range(w):
-                if c < ne:
-                    v = np.float64(att[c, src0, col])
-                elif c == ne:
-                    v = 1.0 if valid[src0, col] else 0.0
-                else:
-                    v = 1.0 if imp[src0, col] else 0.0
-                tmp[c, col] = v * w0
-            for k in range(1, nk):
-                src = ih[j, k]
-                wk = wh[j, k]
-                for col in range(w):
-                    if c < ne:
-                        v = np.float64(att[c, src, col])
-                    elif c == ne:
-                        v = 1.0 if valid[src, col] else 0.0
-                    else:
-                        v = 1.0 if imp[src, col] else 0.0
-                    tmp[c, col] = tmp[c, col] + v * wk
-        for i in range(ni):
+        for j in range(ch * nj // nchunk, (ch + 1) * nj // nchunk):
+            all_valid = valid_shortcut
+            any_imp = False
+            for k in range(nk):
+                if not row_all_valid[ih[j, k]]:
+                    all_valid = False
+                if row_any_imp[ih[j, k]]:
+                    any_imp = True
+            # rows: tmp[c] = sum_k x[src_k] * w_k, terms in k order
             for c in range(ne):
-                s = tmp[c, iw[i, 0]] * ww[i, 0]
-                for k in range(1, nl):
-                    s = s + tmp[c, iw[i, k]] * ww[i, k]
-                out[c, j, i] = np.float32(s)
+                t = tmp[c]
+                a = att[c, ih[j, 0]]
+                w0 = wh[j, 0]
+                for col in range(w):
+                    t[col] = np.float64(a[col]) * w0
+                for k in range(1, nk):
+                    a = att[c, ih[j, k]]
+                    wk = wh[j, k]
+                    for col in range(w):
+                        t[col] = t[col] + np.float64(a[col]) * wk
+            if not all_valid:
+                _mask_row(valid, ih, wh, j, tmp[ne])
+            if any_imp:
+                _mask_row(imp, ih, wh, j, tmp[ne + 1])
+            # columns
+            for c in range(ne):
+                t = tmp[c]
+                o = out[c, j]
+                for i in range(ni):
+                    s = t[iw[i, 0]] * ww[i, 0]
+                    for k in range(1, nl):
+                        s = s + t[iw[i, k]] * ww[i, k]
+                    o[i] = np.float32(s)
+            vo = valid_o[j]
             if all_valid:
-                valid_o[j, i] = True
+                vo[:] = True
             else:
-                s = tmp[ne, iw[i, 0]] * ww[i, 0]
-                for k in range(1, nl):
-                    s = s + tmp[ne, iw[i, k]] * ww[i, k]
-                valid_o[j, i] = s >= _HALF_AREA
+                t = tmp[ne]
+                for i in range(ni):
+                    s = t[iw[i, 0]] * ww[i, 0]
+                    for k in range(1, nl):
+                        s = s + t[iw[i, k]] * ww[i, k]
+                    vo[i] = s >= _HALF_AREA
+            io = imp_o[j]
             if not any_imp:
-                imp_o[j, i] = False
+                io[:] = False
             else:
-                s = tmp[ne + 1, iw[i, 0]] * ww[i, 0]
-                for k in range(1, nl):
-                    s = s + tmp[ne + 1, iw[i, k]] * ww[i, k]
-                imp_o[j, i] = s >= _HALF_AREA
-                if imp_o[j, i]:
-                    valid_o[j, i] = False
+                t = tmp[ne + 1]
+                for i in range(ni):
+                    s = t[iw[i, 0]] * ww[i, 0]
+                    for k in range(1, nl):
+                        s = s + t[iw[i, k]] * ww[i, k]
+                    io[i] = s >= _HALF_AREA
+                    if io[i]:
+                        vo[i] = False
     return out, valid_o, imp_o
+
+
+@nb.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _mask_row(mask, ih, wh, j, t):  # pragma: no cover - compiled
+    """``t = sum_k float(mask[src_k]) * w_k`` over the columns, terms in k order."""
+    m = mask[ih[j, 0]]
+    w0 = wh[j, 0]
+    for col in range(t.shape[0]):
+        t[col] = (1.0 if m[col] else 0.0) * w0
+    for k in range(1, ih.shape[1]):
+        m = mask[ih[j, k]]
+        wk = wh[j, k]
+        for col in range(t.shape[0]):
+            t[col] = t[col] + (1.0 if m[col] else 0.0) * wk

@@ -76,3 +76,23 @@ def test_row_shortcut_is_refused_when_weights_do_not_reach_half_an_output():
     idx = np.arange(4)[:, None]
     _, v, _ = _resample_block(att, valid, imp, idx, np.full((4, 1), 0.6), idx, np.full((4, 1), 0.6))
     assert not v.any()  # 0.36 < 1/2: no output is valid, as the sums say
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.2, 1.5, 2.0, 2.5, 3.7])
+def test_area_weights_drop_only_slots_no_output_uses(rng, factor):
+    """Trailing all-zero weight slots are dropped, and the sums equal the untrimmed weights'."""
+    n_in = 97
+    n_out = int(n_in // factor)
+    idx, wts = area_weights(factor, 0, n_out, n_in)
+    assert wts.shape == idx.shape and wts[:, -1].any()
+    # the untrimmed layout: ceil(factor) + 1 slots, the extra ones of weight 0
+    k_full = int(np.ceil(factor)) + 1
+    assert wts.shape[1] <= k_full
+    pad = k_full - wts.shape[1]
+    idx_full = np.concatenate([idx, np.minimum(idx[:, -1:] + 1 + np.arange(pad), n_in - 1)], axis=1)
+    wts_full = np.concatenate([wts, np.zeros((n_out, pad))], axis=1)
+    np.testing.assert_allclose(wts_full.sum(axis=1)[:-1], 1.0, rtol=1e-12)
+    x = rng.normal(1.0, 0.5, size=(2, n_in, 5)).astype(np.float32)
+    np.testing.assert_array_equal(_resample_axis(x, 1, idx, wts), naive_weighted_gather(x, 1, idx_full, wts_full))
+    if factor == 1.2:
+        assert wts.shape[1] == 2  # [1.2 j, 1.2 j + 1.2) never reaches a third input pixel
