@@ -122,33 +122,31 @@ def area_resample_2d(att, valid, imp, ih, wh, iw, ww, row_all_valid, row_any_imp
                 t = tmp[c]
                 o = out[c, j]
                 for i in range(ni):
-                    s = t[iw[i, 0]] * ww[i, 0]
-                    for k in range(1, nl):
-                        s = s + t[iw[i, k]] * ww[i, k]
-                    o[i] = np.float32(s)
+                    o[i] = np.float32(_col_sum(t, iw, ww, i))
             vo = valid_o[j]
             if all_valid:
                 vo[:] = True
             else:
-                t = tmp[ne]
                 for i in range(ni):
-                    s = t[iw[i, 0]] * ww[i, 0]
-                    for k in range(1, nl):
-                        s = s + t[iw[i, k]] * ww[i, k]
-                    vo[i] = s >= _HALF_AREA
+                    vo[i] = _col_sum(tmp[ne], iw, ww, i) >= _HALF_AREA
             io = imp_o[j]
             if not any_imp:
                 io[:] = False
             else:
-                t = tmp[ne + 1]
                 for i in range(ni):
-                    s = t[iw[i, 0]] * ww[i, 0]
-                    for k in range(1, nl):
-                        s = s + t[iw[i, k]] * ww[i, k]
-                    io[i] = s >= _HALF_AREA
+                    io[i] = _col_sum(tmp[ne + 1], iw, ww, i) >= _HALF_AREA
                     if io[i]:
                         vo[i] = False
     return out, valid_o, imp_o
+
+
+@nb.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
+def _col_sum(t, iw, ww, i):  # pragma: no cover - compiled
+    """``sum_k t[iw[i, k]] * ww[i, k]``, terms in k order."""
+    s = t[iw[i, 0]] * ww[i, 0]
+    for k in range(1, iw.shape[1]):
+        s = s + t[iw[i, k]] * ww[i, k]
+    return s
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FASTMATH)
