@@ -7,8 +7,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-
 __all__ = ["register"]
 
 from .train import _far  # one parser of FAR values for every command

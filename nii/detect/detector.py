@@ -519,7 +519,7 @@ class _OnnxBackend:
 
     def __init__(self, path: Path, *, threads: int | None) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (checked here, used in _session)
         except ImportError as exc:  # pragma: no cover - core dependency
             raise ModelError("onnxruntime is not installed") from exc
         self.path = Path(path)
