@@ -67,7 +67,7 @@ def gather_cols(x, idx, wts):  # pragma: no cover - compiled
 _HALF_AREA = 0.5 - 1e-9  # an output pixel is impenetrable / valid when at least half its area is
 
 
-#: output rows per parallel chunk of :func:`area_resample_2d` share one float64 scratch row
+#: parallel chunks of output rows in :func:`area_resample_2d`; each reuses one float64 scratch buffer
 _CHUNKS = 64
 
 
