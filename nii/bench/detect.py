@@ -99,7 +99,6 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         live_tiles,
         merge_tile_fragments,
         nms_class_aware,
-        tiles_to_batch,
     )
     from ..detect.evidence import box_evidence, material_anomalies
 
@@ -127,7 +126,7 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
             # the same batches one after the other on the multi-threaded session (before 2026-11-27)
             t0 = time.perf_counter()
             for i in range(0, n_live, det.batch_size):
-                det.backend(tiles_to_batch(tiles[i : i + det.batch_size]))
+                det.backend(det.backend.prepare(tiles[i : i + det.batch_size]))
             t_seq.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         raw = decode_outputs(out, offsets=offsets, tile=cfg.tile_size, image_hw=enc.shape[:2], conf=cfg.min_conf)

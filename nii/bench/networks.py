@@ -57,7 +57,7 @@ def time_network(path: str | os.PathLike, tile: int, *, threads: int, batch: int
     if repeat < 1 or batch < 1:
         raise InvalidParameterError(f"repeat and batch must be >= 1, got {repeat} and {batch}")
     net = _OnnxBackend(Path(path), threads=threads)
-    x = np.random.default_rng(seed).random((batch, 3, tile, tile), dtype=np.float32)
+    x = net.prepare(np.random.default_rng(seed).integers(0, 256, (batch, tile, tile, 3), dtype=np.uint8))
     for _ in range(3):
         net(x)
     t = np.empty(repeat)

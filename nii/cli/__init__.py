@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "dataset",
     "train",
     "quantize",
+    "optimize",
     "rescorer",
     "evaluate",
     "review",
@@ -63,7 +64,7 @@ def _setup_logging(verbosity: int) -> None:
 def _stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,7 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except NiiError as exc:
-        _stderr_console().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        from rich.text import Text
+
+        # one unbroken line per message (no wrapping at the console width: logs and scripts grep
+        # it), and the message taken literally (a path like "scan[1].h5" is not markup)
+        _stderr_console().print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         _stderr_console().print("[yellow]interrupted[/]")

@@ -22,7 +22,8 @@ def stdout_console():
 def stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    # messages stay one line each (paths are not broken at the console width)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def expand_inputs(inputs: Sequence[str], *, recursive: bool = True) -> tuple[list[Path], list[tuple[str, str]]]:

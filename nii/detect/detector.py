@@ -504,7 +504,10 @@ def tiles_to_batch(tiles: np.ndarray) -> np.ndarray:
 
 
 class _OnnxBackend:
-    """onnxruntime session; ``__call__(batch NCHW float32) -> (N, 4 + nc, A)``.
+    """onnxruntime session; ``__call__(batch) -> (N, 4 + nc, A)`` on the network's own input:
+    ``(N, C, T, T) float32`` in [0, 1] as exported, or the tiles themselves, ``(N, T, T, C)
+    uint8``, for a graph rewritten by ``nii optimize`` (:mod:`nii.detect.graph`; read from the
+    session's input type). :meth:`prepare` turns tiles into either.
 
     ``run_tiles`` runs a stack of tiles on ``lanes`` (= ``threads``) single-threaded lanes at
     once, each lane a concurrent ``run`` of one single-threaded session: for a network as small
@@ -531,6 +534,9 @@ class _OnnxBackend:
         self.input_name = inp.name
         b = inp.shape[0]
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
+        from .graph import takes_uint8_tiles
+
+        self.uint8_tiles = takes_uint8_tiles(inp.type, inp.shape)
         self._lane_session: Any = None
         self._pool: Any = None
         self._pool_pid = -1
@@ -568,6 +574,13 @@ class _OnnxBackend:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self._run(self.session, batch)
 
+    def prepare(self, tiles: np.ndarray) -> np.ndarray:
+        """``(N, T, T, C) uint8`` tiles -> this network's input batch (the tiles, contiguous, for a
+        uint8-input graph; :func:`tiles_to_batch` otherwise)."""
+        if self.uint8_tiles:
+            return np.ascontiguousarray(tiles, dtype=np.uint8)
+        return tiles_to_batch(tiles)
+
     def _lane_pool(self) -> tuple[Any, Any]:
         # made on first use, and again in a forked child (the parent's worker threads are not there)
         with self._lock:
@@ -583,11 +596,11 @@ class _OnnxBackend:
         """``(N, T, T, C) uint8`` tiles -> ``(N, 4 + nc, A)``, batches of at most ``batch_size``."""
         n = tiles.shape[0]
         if self.threads < 2 or n < 2:
-            return np.concatenate([self(tiles_to_batch(tiles[i : i + batch_size])) for i in range(0, n, batch_size)])
+            return np.concatenate([self(self.prepare(tiles[i : i + batch_size])) for i in range(0, n, batch_size)])
         session, pool = self._lane_pool()
         bs = max(1, min(batch_size, -(-n // self.threads)))
         chunks = [tiles[i : i + bs] for i in range(0, n, bs)]
-        return np.concatenate(list(pool.map(lambda c: self._run(session, tiles_to_batch(c)), chunks)))
+        return np.concatenate(list(pool.map(lambda c: self._run(session, self.prepare(c)), chunks)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,8 +15,10 @@ What stays float32, and why:
   rounding.
 
 Everything else (the convolutions, their activations, pooling, resizes, concats) runs in int8:
-about 1.7x less CPU per tile on AVX-512 VNNI / AVX-VNNI cores. Needs the ``onnx`` package (the
-``train`` extra) to quantise; the quantised model itself runs on plain onnxruntime.
+about 1.7x less CPU per tile on AVX-512 VNNI / AVX-VNNI cores. The quantised graph is then rewritten
+by :func:`nii.detect.graph.optimize_onnx` (uint8 tiles as its input, last-axis Softmax; outputs
+bit-identical). Needs the ``onnx`` package (the ``train`` extra) to quantise; the quantised model
+itself runs on plain onnxruntime.
 """
 
 from __future__ import annotations
@@ -89,7 +91,11 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, tiles: list[Pa
     except Exception as exc:  # onnx raises its own types (DecodeError, ...)
         raise ModelError(f"not a readable ONNX model: {exc}", path=src) from exc
     exclude = _excluded_nodes(model)
-    input_name = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    inp = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).get_inputs()[0]
+    if inp.type != "tensor(float)":
+        raise ModelError(f"the network takes {inp.type} input, not the float32 batch of an export (a graph rewritten "
+                         "by `nii optimize`?); quantise the folder of the original export", path=src)
+    input_name = inp.name
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -151,6 +157,7 @@ def quantize_model(
     """
     from .._atomic import atomic_dir, atomic_write_text
     from .detector import ModelConfig, write_sha256sums
+    from .graph import optimize_onnx
     from .thresholds import Thresholds
     from .training import _read_manifest, _split_dir, calibrate_folder, evaluate_folder
 
@@ -187,10 +194,13 @@ def quantize_model(
         t0 = time.perf_counter()
         quantize_onnx(src / "model.onnx", work / "model.onnx", tiles, input_channels=src_cfg.input_channels)
         q_s = time.perf_counter() - t0
+        # the same network, rewritten for onnxruntime: uint8 tiles in, last-axis Softmax (bit-identical)
+        graph = optimize_onnx(work / "model.onnx", work / "model.onnx", tile=src_cfg.tile_size, channels=src_cfg.input_channels)
         extra = dict(src_cfg.extra)
         extra.update({"precision": "int8", "quantized_from": src_cfg.name,
                       "quantization": {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8",
-                                       "calibration_tiles": len(tiles), "seed": seed}})
+                                       "calibration_tiles": len(tiles), "seed": seed},
+                      "graph": {"rewritten_by": "nii quantize", **graph}})
         cfg = ModelConfig(classes=src_cfg.classes, encoding=src_cfg.encoding, pitch_mm=src_cfg.pitch_mm,
                           tile_size=src_cfg.tile_size, overlap=src_cfg.overlap, input_channels=src_cfg.input_channels,
                           nms_iou=src_cfg.nms_iou, min_conf=src_cfg.min_conf, name=out.name, extra=extra)

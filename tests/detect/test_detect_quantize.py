@@ -39,8 +39,10 @@ def test_quantize_model_folder(demo_dir, demo_detector, tiny_data, tmp_path, mak
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     # the int8 network scores the same objects as the float32 one
     img, boxes, _ = make_object(128, "pangolin_scales", seed=5, at=(30, 40), obj_px=60)
-    x = np.ascontiguousarray(img.transpose(2, 0, 1)[None], np.float32) / 255
-    a, b = demo_detector.backend(x), q.backend(x)
+    # nii quantize rewrites its output graph to take the uint8 tiles (nii.detect.graph)
+    assert q.backend.uint8_tiles and cfg["graph"]["rewritten_by"] == "nii quantize"
+    a = demo_detector.backend(demo_detector.backend.prepare(img[None]))
+    b = q.backend(q.backend.prepare(img[None]))
     sa, sb = a[0, 4:].max(axis=0), b[0, 4:].max(axis=0)
     assert np.corrcoef(sa, sb)[0, 1] > 0.95
     assert abs(float(sa.max()) - float(sb.max())) < 0.1
@@ -56,3 +58,18 @@ def test_quantize_refuses_existing_or_bad_folders(demo_dir, tiny_data, tmp_path)
     with pytest.raises(ModelError, match="not a model folder"):
         quantize_model(tmp_path / "exists", tmp_path / "new", data=tiny_data)
     assert not (tmp_path / "new").exists()
+
+
+def test_quantize_refuses_a_rewritten_source(demo_dir, tiny_data, tmp_path):
+    import shutil
+
+    from nii.detect.graph import optimize_model_folder
+    from nii.detect.quantize import quantize_model
+    from nii.errors import ModelError
+
+    src = tmp_path / "demo-u8"
+    shutil.copytree(demo_dir, src)
+    optimize_model_folder(src)
+    with pytest.raises(ModelError, match="uint8.*original export"):
+        quantize_model(src, tmp_path / "q", data=tiny_data, n_calibration=4)
+    assert not (tmp_path / "q").exists()
