@@ -5,6 +5,8 @@
 #
 # 1. `nii quantize` of detectors/nii-yolo11n-v13 (200 calibration tiles, seed 2026; needs the
 #    `train` extra), thresholds from the 694 negatives of datasets/det-v2d/val. ~4 min.
+#    Since 2026-11-27 (session 21) it also rewrites the int8 graph to take the uint8 tiles and
+#    compute its Softmax on the last axis (`nii optimize`; outputs bit-identical), as committed.
 #    (`bash detectors/nii-yolo11n-v13/run.sh` redoes the float32 network from training.)
 # 2. `nii calibrate thresholds --add --overlap 32`: those 694 negatives plus the 848 of the 1,500
 #    further validation-like scans of base seed 3031 (datasets/det-cal; no scene in common with
