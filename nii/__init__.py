@@ -56,6 +56,7 @@ __all__ = [
     "CalibrationError",
     "CalibrationMismatchError",
     "ModelError",
+    "tune_allocator",
 ]
 
 # name -> (module, attribute), imported on first access
@@ -67,11 +68,13 @@ _LAZY = {
     "Detector": ("nii.detect", "Detector"),
     "Pipeline": ("nii.pipeline", "Pipeline"),
     "Result": ("nii.pipeline", "Result"),
+    "tune_allocator": ("nii._malloc", "tune_allocator"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .detect import Detector
     from .io import read, write_hdf5
+    from ._malloc import tune_allocator
     from .pipeline import Pipeline, Result
 
 

@@ -76,11 +76,16 @@ class PipelinePlugin(WorkerPlugin):
 
     name = _PLUGIN
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], *, malloc: dict[str, int] | None = None) -> None:
         self.settings = dict(settings)
+        self.malloc = None if malloc is None else dict(malloc)
         self.pipeline: Pipeline | None = None
 
     def setup(self, worker: Any) -> None:
+        if self.malloc is not None:  # the client's process runs with it (nii --malloc tuned)
+            from ._malloc import tune_allocator
+
+            tune_allocator(**self.malloc)
         self.pipeline = Pipeline(**self.settings)
 
     def teardown(self, worker: Any) -> None:
@@ -162,7 +167,10 @@ class DaskScan:
     def __init__(self, client: Client, pipeline_settings: dict[str, Any]) -> None:
         self.client = client
         self.settings = dict(pipeline_settings)
-        client.register_plugin(PipelinePlugin(self.settings), name=_PLUGIN)
+        from . import _malloc
+
+        # workers get the client process's malloc settings (nii/_malloc.py), if it has any
+        client.register_plugin(PipelinePlugin(self.settings, malloc=_malloc._state), name=_PLUGIN)
 
     def run(
         self,

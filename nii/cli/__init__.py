@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nii {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "--malloc", choices=("tuned", "default"), default="tuned",
+        help="tuned (default): glibc's malloc keeps scan-sized arrays on its heap between scans instead of "
+        "mapping fresh pages for each (a container scan 0.1-0.5 s faster; the process keeps its peak memory); "
+        "default: leave malloc as it is",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"nii.cli.{name}").register(sub)
@@ -75,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.verbose)
+    if args.malloc == "tuned":
+        from .._malloc import tune_allocator
+
+        tune_allocator()
     try:
         return int(args.handler(args) or 0)
     except NiiError as exc:
