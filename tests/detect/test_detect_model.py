@@ -47,6 +47,27 @@ def test_every_committed_model_folder_verifies(demo_dir):
     assert default in {f.name for f in folders}
 
 
+def test_committed_graphs_take_the_input_their_config_says(demo_dir):
+    """A folder whose config.json records a graph rewrite (nii optimize) has a network that takes
+    uint8 NHWC tiles; every other one takes the float32 NCHW export. The default is rewritten."""
+    import json
+
+    import onnxruntime as ort
+
+    from nii.detect.graph import takes_uint8_tiles
+
+    root = demo_dir.parent
+    seen = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        cfg = json.loads((folder / "config.json").read_text())
+        inp = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).get_inputs()[0]
+        u8 = takes_uint8_tiles(inp.type, inp.shape)
+        assert u8 == ("graph" in cfg), folder.name
+        assert inp.shape[-1 if u8 else 1] == cfg.get("input_channels", 3), folder.name
+        seen[folder.name] = u8
+    assert seen[(root / "DEFAULT").read_text().strip()] and not seen["demo-tiny"]
+
+
 def test_default_model_resolution(demo_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("NII_DETECTORS_DIR", str(tmp_path))
     with pytest.raises(ModelError, match="no default detector model"):
