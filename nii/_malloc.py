@@ -22,7 +22,6 @@ do when their client asked for it. An application embedding nii decides for itse
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import sys
 import threading
@@ -44,7 +43,9 @@ def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # the symbols already loaded into this process (libc among them): no library search, which
+        # would start ldconfig in a subprocess
+        libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version.restype = ctypes.c_char_p
         libc.gnu_get_libc_version()
         libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
