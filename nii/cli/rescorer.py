@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
     t.add_argument("--seed", type=int, default=2026)
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    t.add_argument("--widths", default=None, metavar="W1,W2,...",
+                   help="channels of the crop network's stride-2 stages (default 24,48,96,128,160, the committed second stages')")
+    t.add_argument("--device", default=None, metavar="DEV", help="torch device to train on: cpu (default) or cuda")
     t.add_argument("--workers", type=int, default=1, help="processes extracting the candidates (default 1)")
     t.add_argument("--set-default", action="store_true", help="write detectors/DEFAULT naming the new folder")
     t.add_argument("--json", action="store_true")
@@ -66,7 +69,8 @@ def _train(args: argparse.Namespace) -> int:
     log = logging.getLogger("nii.rescorer")
     command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     folder = build_two_stage(args.model, args.out, data=args.data, candidates=args.candidates, calibrate=args.calibrate, test=args.test,
-                             epochs=args.epochs, seed=args.seed, threads=args.threads, workers=args.workers, command=command, progress=log.info)
+                             epochs=args.epochs, seed=args.seed, threads=args.threads, workers=args.workers, command=command, progress=log.info,
+                             widths=None if args.widths is None else [w.strip() for w in args.widths.split(",")], device=args.device)
     return _report(folder, args)
 
 

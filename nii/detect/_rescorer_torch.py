@@ -41,7 +41,8 @@ class CropNet(nn.Module):
 
     def __init__(self, n_out: int = 5, widths: tuple[int, ...] = (24, 48, 96, 128, 160)) -> None:
         super().__init__()
-        chans = (3,) + tuple(widths)
+        self.widths = tuple(int(w) for w in widths)
+        chans = (3,) + self.widths
         self.f = nn.Sequential(*[_block(a, b) for a, b in itertools.pairwise(chans)])
         self.h = nn.Sequential(nn.Linear(2 * widths[-1] + N_SCALARS, 128), nn.ReLU(inplace=True), nn.Dropout(0.2), nn.Linear(128, n_out))
 
@@ -70,6 +71,8 @@ def train_cropnet(
     batch: int = 128,
     lr: float = 2e-3,
     positive_weight: float = 3.0,
+    widths: tuple[int, ...] | None = None,
+    device: str | None = None,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[CropNet, list[dict[str, Any]]]:
@@ -79,6 +82,11 @@ def train_cropnet(
     Each epoch draws ``N`` samples with replacement, a candidate with an object ``positive_weight``
     times as likely as a background one; random flips, transposition and a +-7 % gain on the
     attenuation channels; AdamW with a one-cycle schedule; cross-entropy with 0.05 label smoothing.
+
+    ``widths`` sets the five stages' channels (default :class:`CropNet`'s); ``device`` the torch
+    device the network trains on (default ``"cpu"``; e.g. ``"cuda"``). Batches are drawn and
+    augmented on the CPU with the same random numbers on any device, and the trained network is
+    returned on the CPU.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -89,7 +97,8 @@ def train_cropnet(
         raise ModelError(f"only {n} candidates to train the second stage on: give more labelled training scans")
     batch = min(int(batch), n)
     steps_per_epoch = n // batch
-    net = CropNet(n_out)
+    dev = _device(device)
+    net = (CropNet(n_out) if widths is None else CropNet(n_out, tuple(int(w) for w in widths))).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
     w = np.where(labels > 0, float(positive_weight), 1.0)
@@ -115,7 +124,7 @@ def train_cropnet(
             g = torch.from_numpy(rng.uniform(0.93, 1.07, (len(j), 1, 1, 1)).astype(np.float32))
             x = torch.cat([(x[:, :1] * g).clamp(0, 1), x[:, 1:2], (x[:, 2:] * g).clamp(0, 1)], 1)
             jt = torch.from_numpy(j)
-            loss = F.cross_entropy(net(x, s_all[jt]), y_all[jt], label_smoothing=0.05)
+            loss = F.cross_entropy(net(x.to(dev), s_all[jt].to(dev)), y_all[jt].to(dev), label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -126,7 +135,23 @@ def train_cropnet(
         if progress:
             progress(f"second stage epoch {rec['epoch']}/{epochs}: loss {rec['loss']:.4f} ({rec['seconds']:.0f} s)")
     net.eval()
-    return net, log
+    return net.cpu(), log
+
+
+def _device(device: str | None) -> torch.device:
+    """The torch device named ``device`` (None: the CPU), refused with a clear message when torch
+    cannot use it."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:0): {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r}: torch sees no CUDA device here; train with --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelError(f"device {device!r}: the second stage trains on cpu or cuda")
+    return dev
 
 
 def predict(net: CropNet, crops: np.ndarray, scalars: np.ndarray, *, batch: int = 256) -> np.ndarray:

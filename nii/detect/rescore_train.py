@@ -283,6 +283,17 @@ def _concat(sets: Sequence[CandidateSet], classes: Sequence[str]) -> CandidateSe
                         _counts(labs, n_scans, classes))
 
 
+def _check_widths(widths: Sequence[int]) -> tuple[int, ...]:
+    """The crop network's stage widths as a tuple, refused unless 3-6 integers in 4-1024."""
+    try:
+        w = tuple(int(x) for x in widths)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"widths must be integers, got {widths!r}") from exc
+    if not 3 <= len(w) <= 6 or any(not 4 <= x <= 1024 for x in w) or any(float(x) != float(y) for x, y in zip(w, widths, strict=True)):
+        raise InvalidParameterError(f"widths must be 3 to 6 integers in 4-1024 (one per stride-2 stage), got {list(widths)!r}")
+    return w
+
+
 def build_two_stage(
     model: str | os.PathLike | None,
     out: str | os.PathLike,
@@ -294,6 +305,8 @@ def build_two_stage(
     epochs: int = 12,
     seed: int = 2026,
     config: RescorerConfig | None = None,
+    widths: Sequence[int] | None = None,
+    device: str | None = None,
     threads: int | None = None,
     workers: int = 1,
     command: str = "",
@@ -320,6 +333,12 @@ def build_two_stage(
         Training schedule and seed.
     config : RescorerConfig, optional
         Crop geometry and score combination (default: :class:`RescorerConfig` defaults).
+    widths : sequence of int, optional
+        Channels of the crop network's stride-2 stages (3 to 6 of them, each 4-1024; default
+        ``CropNet``'s 24, 48, 96, 128, 160, the committed second stages').
+    device : str, optional
+        torch device to train on (``"cpu"``, the default, or ``"cuda"``); the export and the
+        folder are the same either way.
     threads : int, optional
         torch threads.
     workers : int
@@ -337,6 +356,7 @@ def build_two_stage(
         raise InvalidParameterError(f"{out}: already exists; choose a new folder for the two-stage model")
     if epochs < 1:
         raise InvalidParameterError(f"epochs must be >= 1, got {epochs}")
+    widths = None if widths is None else _check_widths(widths)
     if not calibrate:
         raise InvalidParameterError("give at least one folder of calibration scans (--calibrate)")
     for d in [*calibrate, *([test] if test is not None else [])]:
@@ -370,7 +390,7 @@ def build_two_stage(
     t_extract = time.perf_counter() - t0
     say(f"{cs.counts['candidates']} candidates from {cs.n_scans} scans: {cs.counts['by_label']}")
     net, log = rt.train_cropnet(cs.crops, cs.scalars, cs.labels, n_out=det.config.nc + 1, epochs=epochs, seed=seed,
-                                threads=threads, progress=say)
+                                widths=widths, device=device, threads=threads, progress=say)
     with atomic_dir(out) as work:
         for f in sorted(src.iterdir()):
             if f.is_file() and f.name not in _SOURCE_ONLY and not f.name.startswith("."):
@@ -399,6 +419,8 @@ def build_two_stage(
             "candidates": cs.counts,
             "epochs": epochs,
             "seed": seed,
+            "widths": list(widths) if widths is not None else list(rt.CropNet().widths),
+            "device": device or "cpu",
             "rescorer": cfg_r.to_dict(),
             "onnx_vs_torch_max_abs": dev,
             "extract_seconds": round(t_extract, 1),

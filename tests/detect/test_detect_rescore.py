@@ -373,6 +373,67 @@ def test_training_on_saved_candidates_equals_training_on_the_scans(torch_availab
     assert not any((tmp_path / n).exists() for n in "xyz")
 
 
+def _toy_candidates(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    crops = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    scalars = rng.normal(size=(n, N_SCALARS)).astype(np.float32)
+    labels = rng.integers(0, 3, n)
+    return crops, scalars, labels
+
+
+@pytest.mark.train
+def test_crop_network_widths_and_an_explicit_cpu_device(torch_available):
+    import torch
+
+    from nii.detect import _rescorer_torch as rt
+
+    crops, scalars, labels = _toy_candidates()
+    kw = dict(n_out=3, epochs=2, seed=5, batch=16, threads=1)
+    a, log_a = rt.train_cropnet(crops, scalars, labels, **kw)
+    b, log_b = rt.train_cropnet(crops, scalars, labels, device="cpu", **kw)
+    # naming the CPU changes nothing: same random draws, same weights
+    assert a.widths == (24, 48, 96, 128, 160) and [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+    c, _ = rt.train_cropnet(crops, scalars, labels, widths=(8, 12, 16), **kw)
+    assert c.widths == (8, 12, 16) and len(c.f) == 3 and c.f[-1][3].out_channels == 16
+    assert c.h[0].in_features == 2 * 16 + N_SCALARS and next(c.parameters()).device.type == "cpu"
+    assert rt.predict(c, crops[:5], scalars[:5]).shape == (5, 3)
+    with pytest.raises(ModelError, match="not a torch device"):
+        rt.train_cropnet(crops, scalars, labels, device="gpu-please", **kw)
+    with pytest.raises(ModelError, match="cpu or cuda"):
+        rt.train_cropnet(crops, scalars, labels, device="meta", **kw)
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA device"):
+            rt.train_cropnet(crops, scalars, labels, device="cuda", **kw)
+
+
+@pytest.mark.train
+def test_rescorer_train_cli_takes_widths_and_device(torch_available, demo_dir, demo_detector, labelled, tmp_path, capsys):
+    from nii.cli import main
+    from nii.detect import Detector
+    from nii.detect.rescore_train import build_two_stage, extract_candidates, save_candidates
+
+    train, cal = labelled
+    f = save_candidates(extract_candidates(demo_detector, [train], config=CFG), tmp_path / "c.h5",
+                        detector=demo_detector, config=CFG, folders=[train])
+    out = tmp_path / "wide"
+    assert main(["rescorer", "train", str(demo_dir), "--candidates", str(f), "--calibrate", str(cal), "--out", str(out),
+                 "--epochs", "1", "--seed", "1", "--threads", "1", "--widths", "8, 16,16,32", "--device", "cpu"]) == 0
+    info = json.loads((out / "rescorer_info.json").read_text())
+    assert info["widths"] == [8, 16, 16, 32] and info["device"] == "cpu"
+    det = Detector.load(out)
+    assert det.rescorer is not None
+    capsys.readouterr()
+    for bad in ("8,16", "8,16,x", "8,16,2000", "8,16,16.5"):
+        assert main(["rescorer", "train", str(demo_dir), "--candidates", str(f), "--calibrate", str(cal),
+                     "--out", str(tmp_path / "bad"), "--widths", bad]) == 1
+        assert "widths must be" in capsys.readouterr().err
+    with pytest.raises(InvalidParameterError, match="widths must be"):
+        build_two_stage(demo_dir, tmp_path / "bad", candidates=[f], calibrate=[cal], widths=[0, 8, 8])
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.train
 def test_other_model_tools_keep_or_refuse_the_second_stage(two_stage, labelled, tmp_path):
     from nii.detect import Detector
