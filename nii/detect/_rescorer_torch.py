@@ -35,11 +35,15 @@ def _block(i: int, o: int) -> nn.Module:
     )
 
 
+#: Stage widths of the committed second stages.
+DEFAULT_WIDTHS = (24, 48, 96, 128, 160)
+
+
 class CropNet(nn.Module):
     """Five stride-2 stages (24-160 channels), mean and max pooling, then an MLP over the pooled
     features and the scalar inputs; ``forward`` returns logits, :class:`_Export` probabilities."""
 
-    def __init__(self, n_out: int = 5, widths: tuple[int, ...] = (24, 48, 96, 128, 160)) -> None:
+    def __init__(self, n_out: int = 5, widths: tuple[int, ...] = DEFAULT_WIDTHS) -> None:
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
         chans = (3,) + self.widths
@@ -83,7 +87,7 @@ def train_cropnet(
     times as likely as a background one; random flips, transposition and a +-7 % gain on the
     attenuation channels; AdamW with a one-cycle schedule; cross-entropy with 0.05 label smoothing.
 
-    ``widths`` sets the five stages' channels (default :class:`CropNet`'s); ``device`` the torch
+    ``widths`` sets the stride-2 stages' channels (default :data:`DEFAULT_WIDTHS`); ``device`` the torch
     device the network trains on (default ``"cpu"``; e.g. ``"cuda"``). Batches are drawn and
     augmented on the CPU with the same random numbers on any device, and the trained network is
     returned on the CPU.
@@ -97,8 +101,8 @@ def train_cropnet(
         raise ModelError(f"only {n} candidates to train the second stage on: give more labelled training scans")
     batch = min(int(batch), n)
     steps_per_epoch = n // batch
-    dev = _device(device)
-    net = (CropNet(n_out) if widths is None else CropNet(n_out, tuple(int(w) for w in widths))).to(dev)
+    dev = resolve_device(device)
+    net = CropNet(n_out, DEFAULT_WIDTHS if widths is None else tuple(int(w) for w in widths)).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
     w = np.where(labels > 0, float(positive_weight), 1.0)
@@ -138,7 +142,7 @@ def train_cropnet(
     return net.cpu(), log
 
 
-def _device(device: str | None) -> torch.device:
+def resolve_device(device: str | None) -> torch.device:
     """The torch device named ``device`` (None: the CPU), refused with a clear message when torch
     cannot use it."""
     if device is None:

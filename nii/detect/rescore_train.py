@@ -379,6 +379,7 @@ def build_two_stage(
     if twice:
         raise InvalidParameterError(f"the same training scans would be used twice: {twice}")
     from . import _rescorer_torch as rt  # torch: the train extra
+    rt.resolve_device(device)  # a device torch cannot use is refused before the extraction
 
     t0 = time.perf_counter()
     if data:
@@ -419,7 +420,7 @@ def build_two_stage(
             "candidates": cs.counts,
             "epochs": epochs,
             "seed": seed,
-            "widths": list(widths) if widths is not None else list(rt.CropNet().widths),
+            "widths": list(rt.DEFAULT_WIDTHS if widths is None else widths),
             "device": device or "cpu",
             "rescorer": cfg_r.to_dict(),
             "onnx_vs_torch_max_abs": dev,

@@ -431,6 +431,9 @@ def test_rescorer_train_cli_takes_widths_and_device(torch_available, demo_dir, d
         assert "widths must be" in capsys.readouterr().err
     with pytest.raises(InvalidParameterError, match="widths must be"):
         build_two_stage(demo_dir, tmp_path / "bad", candidates=[f], calibrate=[cal], widths=[0, 8, 8])
+    assert main(["rescorer", "train", str(demo_dir), "--candidates", str(f), "--calibrate", str(cal),
+                 "--out", str(tmp_path / "bad"), "--device", "gpu-please"]) == 1
+    assert "not a torch device" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 
