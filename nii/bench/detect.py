@@ -101,6 +101,7 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         nms_class_aware,
     )
     from ..detect.evidence import box_evidence, material_anomalies
+    from ..detect.rescore import input_kind_index
 
     cfg = det.config
     det.detect(scan)  # warm-up (session, caches)
@@ -136,9 +137,10 @@ def _time_scan(det: Any, scan: Any, repeat: int) -> dict[str, Any]:
         if det.rescorer is not None:
             # the second stage as detect() runs it at the default operating point: on the
             # candidates whose YOLO score can reach their class's threshold
-            reach = det._second_stage_reach(raw.scores, raw.class_ids, det.thresholds.for_far(None))
+            reach = det._second_stage_reach(raw.scores, raw.class_ids, det.thresholds.for_far(None), kind=input_kind_index(scan))
             t0 = time.perf_counter()
-            det.rescorer.rescore(scan, det._to_scan_frame(raw.boxes[reach], scan, enc.shape[:2]), raw.scores[reach], raw.class_ids[reach])
+            det.rescorer.rescore(scan, det._to_scan_frame(raw.boxes[reach], scan, enc.shape[:2]), raw.scores[reach], raw.class_ids[reach],
+                                 thresholds=det.thresholds.for_far(None))
             t_2nd.append(time.perf_counter() - t0)
             n_cand, n_reach = len(raw.scores), int(reach.sum())
         t0 = time.perf_counter()

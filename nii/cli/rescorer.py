@@ -56,6 +56,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     j.add_argument("--set-default", action="store_true", help="write detectors/DEFAULT naming the new folder")
     j.add_argument("--json", action="store_true")
     j.set_defaults(handler=_ensemble)
+    f = sub.add_parser("fuse", help="fit an evidence fusion: final confidence from both stages and the box's material evidence",
+                       description="Run the two-stage MODEL over the labelled scans of --data and fit, per class, a logistic model "
+                                   "of the detector's score, the second stage's probabilities, the input kind and the material "
+                                   "evidence inside each candidate box (nii.detect.fusion); calibrate thresholds on the fused "
+                                   "scores of --calibrate and write the new model folder --out (evaluated on --test if given). "
+                                   "numpy only: no torch needed.")
+    f.add_argument("model", metavar="MODEL", nargs="?", default=None, help="two-stage source model folder (default: the default model)")
+    f.add_argument("--data", required=True, action="append", metavar="DIR", help="labelled scans to fit on (repeatable)")
+    f.add_argument("--calibrate", required=True, action="append", metavar="DIR",
+                   help="labelled scans with negatives to calibrate the thresholds on (repeatable; disjoint from --data)")
+    f.add_argument("--test", default=None, metavar="DIR", help="labelled scans to evaluate the new folder on")
+    f.add_argument("--out", required=True, metavar="DIR", help="the new model folder (must not exist)")
+    f.add_argument("--l2", type=float, default=10.0, help="L2 penalty on the standardised weights (default 10)")
+    f.add_argument("--floor", type=float, default=0.05,
+                   help="candidates whose two-stage score is below this are dropped before fusion (default 0.05)")
+    f.add_argument("--mode", choices=("cap", "replace"), default="cap",
+                   help="cap (default): final score = min(two-stage score, fused score), the evidence only lowers a flag's "
+                        "confidence; replace: the fused score alone (measured to raise false alarms on unseen scene families)")
+    f.add_argument("--workers", type=int, default=1, help="processes running the model over --data (default 1)")
+    f.add_argument("--set-default", action="store_true", help="write detectors/DEFAULT naming the new folder")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(handler=_fuse)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 
@@ -84,6 +106,20 @@ def _ensemble(args: argparse.Namespace) -> int:
     log = logging.getLogger("nii.rescorer")
     command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     folder = build_ensemble(args.members, args.out, calibrate=args.calibrate, test=args.test, command=command, progress=log.info)
+    return _report(folder, args)
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    import logging
+    import shlex
+    import sys
+
+    from ..detect.fusion import build_fused
+
+    log = logging.getLogger("nii.rescorer")
+    command = "nii " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    folder = build_fused(args.model, args.out, data=args.data, calibrate=args.calibrate, test=args.test, l2=args.l2, floor=args.floor,
+                         mode=args.mode, workers=args.workers, command=command, progress=log.info)
     return _report(folder, args)
 
 

@@ -16,7 +16,9 @@ A model folder (``detectors/<name>/``) holds:
 ``rescorer.onnx`` (optional)
     A second stage named by the ``rescorer`` section of ``config.json``: it re-scores every
     candidate on a crop at the scan's own pitch (:mod:`nii.detect.rescore`); thresholds then
-    apply to the combined score.
+    apply to the combined score. A ``fusion`` section of ``config.json`` (optional) replaces that
+    combination with a per-class logistic model of both stages' scores and the box's material
+    evidence (:mod:`nii.detect.fusion`).
 ``SHA256SUMS``
     ``<sha256>  <file>`` per file; every listed file is verified when the folder is loaded.
 
@@ -704,7 +706,8 @@ class Detector:
         digest = sums.get(model_file.name) or sha256_file(model_file)
         from .rescore import load_rescorer
 
-        rescorer = load_rescorer(folder, config.extra, sums=sums if verify else None, threads=threads, nc=config.nc)
+        rescorer = load_rescorer(folder, config.extra, sums=sums if verify else None, threads=threads, nc=config.nc,
+                                 classes=config.classes)
         return cls(folder, config, thresholds, be, digest, batch_size=batch_size, rescorer=rescorer)
 
     def describe(self, far: float | str | None = None) -> dict[str, Any]:
@@ -727,7 +730,9 @@ class Detector:
             "thresholds": {c: round(float(t), 6) for c, t in zip(self.config.classes, thr)},
             "second_stage": None
             if self.rescorer is None
-            else {"file": self.rescorer.config.file, "sha256": self.rescorer.sha256, "combine": self.rescorer.config.combine},
+            else {"file": self.rescorer.config.file, "sha256": self.rescorer.sha256, "combine": self.rescorer.config.combine,
+                  "fusion": None if self.rescorer.fusion is None else {"format": "nii-fusion/1", "floor": self.rescorer.fusion.floor,
+                                                                         "mode": self.rescorer.fusion.mode}},
         }
 
     def with_far(self, far: float | str) -> Detector:
@@ -864,16 +869,22 @@ class Detector:
         raw = self.infer_image(enc, conf=min(floor, self.config.min_conf))
         boxes, scores, cls = self._to_scan_frame(raw.boxes, scan, enc.shape[:2]), raw.scores, raw.class_ids
         if thresholds is not None:
-            reach = self._second_stage_reach(scores, cls, thresholds)
+            from .rescore import input_kind_index
+
+            reach = self._second_stage_reach(scores, cls, thresholds, kind=input_kind_index(scan))
             boxes, scores, cls = boxes[reach], scores[reach], cls[reach]
-        final = self.rescorer.rescore(scan, boxes, scores, cls)
+        final = self.rescorer.rescore(scan, boxes, scores, cls, thresholds=thresholds)
         keep = final >= floor
         order = np.argsort(-final[keep], kind="stable")
         return boxes[keep][order], final[keep][order], cls[keep][order]
 
-    def _second_stage_reach(self, scores: np.ndarray, class_ids: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    def _second_stage_reach(self, scores: np.ndarray, class_ids: np.ndarray, thresholds: np.ndarray, *, kind: int = 0) -> np.ndarray:
         """Mask of the YOLO candidates whose final score can reach their class's threshold
-        (all of them unless the final score is ``sqrt(y p)``, which is at most ``sqrt(y)``)."""
+        (all of them unless the final score is ``sqrt(y p)``, which is at most ``sqrt(y)``; with an
+        evidence fusion, :meth:`nii.detect.fusion.Fusion.reach` for input kind ``kind``)."""
+        fusion = getattr(self.rescorer, "fusion", None)
+        if fusion is not None:
+            return fusion.reach(scores, class_ids, thresholds, kind=kind, combine=self.rescorer.config.combine)
         if self.rescorer is None or self.rescorer.config.combine != "geo":
             return np.ones(len(scores), bool)
         # float32 rounding margin: never drop a candidate that could land on the threshold

@@ -243,6 +243,8 @@ class Rescorer:
         self.config = config
         self.sha256: str | None = None
         self.nc = int(nc)
+        #: An evidence fusion (:class:`nii.detect.fusion.Fusion`) applied to the final scores, or None.
+        self.fusion: Any = None
         opts = session_options(int(threads) if threads else max(1, min(2, os.cpu_count() or 1)))
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
@@ -270,22 +272,32 @@ class Rescorer:
             out[i : i + batch] = p
         return out
 
-    def rescore(self, scan: Scan, boxes_px: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
-        """Final scores of candidates ``boxes_px`` (scan pixels) with YOLO ``scores``."""
+    def rescore(self, scan: Scan, boxes_px: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, *,
+                thresholds: np.ndarray | None = None) -> np.ndarray:
+        """Final scores of candidates ``boxes_px`` (scan pixels) with YOLO ``scores``. ``thresholds``
+        (per class) lets an evidence fusion skip the evidence of candidates that cannot reach
+        them (their score is then 0; see :meth:`nii.detect.fusion.Fusion.fuse`)."""
         if len(scores) == 0:
             return np.zeros(0, np.float32)
         crops, side = crop_candidates(scan, boxes_px, config=self.config)
         sc = candidate_scalars(class_ids, boxes_px, pitch_yx=scan.pixel_pitch_mm, side_mm=side, kind=input_kind_index(scan), nc=self.nc)
-        return combine_scores(scores, self.probabilities(crops, sc), class_ids, how=self.config.combine)
+        probs = self.probabilities(crops, sc)
+        final = combine_scores(scores, probs, class_ids, how=self.config.combine)
+        if self.fusion is not None:
+            final = self.fusion.fuse(scan, boxes_px, scores, probs, class_ids, final, thresholds=thresholds)
+        return final
 
 
 def load_rescorer(folder: str | os.PathLike, extra: Mapping[str, Any], *, sums: Mapping[str, str] | None = None,
-                  threads: int | None = None, nc: int = 4) -> Rescorer | None:
-    """The second stage named by a model folder's ``config.json`` (its ``extra`` keys), or None.
+                  threads: int | None = None, nc: int = 4, classes: tuple[str, ...] | None = None) -> Rescorer | None:
+    """The second stage named by a model folder's ``config.json`` (its ``extra`` keys), or None;
+    with its evidence fusion (the ``fusion`` section, checked against ``classes``) when there is one.
 
     ``sums`` (``SHA256SUMS`` as read by ``verify_model_folder``) must list the network file when given.
     """
     if "rescorer" not in extra:
+        if "fusion" in extra:
+            raise ModelError("config.json has an evidence fusion but no second stage ('rescorer') to fuse", path=folder)
         return None
     from .._assets import sha256_file
 
@@ -298,4 +310,10 @@ def load_rescorer(folder: str | os.PathLike, extra: Mapping[str, Any], *, sums: 
         raise ModelError(f"{cfg.file} is not listed in SHA256SUMS", path=folder)
     r = Rescorer(f, cfg, threads=threads, nc=nc)
     r.sha256 = (sums or {}).get(cfg.file) or sha256_file(f)
+    if "fusion" in extra:
+        from .fusion import Fusion
+
+        if classes is None:
+            raise ModelError("config.json has an evidence fusion: the model's classes are needed to read it", path=folder)
+        r.fusion = Fusion.from_dict(extra["fusion"], classes)
     return r

@@ -169,7 +169,7 @@ def _onnx_detector(folder: Path, config: Any) -> Any:
     from .rescore import load_rescorer
 
     be = _OnnxBackend(folder / "model.onnx", threads=None)
-    return Detector(folder, config, None, be, "", rescorer=load_rescorer(folder, config.extra, nc=config.nc))
+    return Detector(folder, config, None, be, "", rescorer=load_rescorer(folder, config.extra, nc=config.nc, classes=config.classes))
 
 
 def calibrate_folder(folder: Path, config: Any, val_dir: Path, *, default_far: float, progress: Callable[[int, int], None] | None = None) -> Any:

@@ -216,9 +216,9 @@ def test_detect_skips_candidates_that_cannot_reach_a_threshold(two_stage, labell
     seen = []
     rescore = det.rescorer.rescore
 
-    def counting(scan, boxes, scores, cls):
+    def counting(scan, boxes, scores, cls, **kw):
         seen.append(len(scores))
-        return rescore(scan, boxes, scores, cls)
+        return rescore(scan, boxes, scores, cls, **kw)
 
     det.rescorer.rescore = counting
     checked = 0
@@ -533,3 +533,108 @@ def test_an_ensemble_scores_with_the_mean_of_its_members(two_stage, demo_dir, la
     with pytest.raises(ModelError, match="not an ONNX") as e:
         ensemble_onnx([a.rescorer.path, tmp_path / "junk.onnx"], tmp_path / "j.onnx")
     assert "junk.onnx" in str(e.value)
+
+
+# -- evidence fusion (nii.detect.fusion) on a two-stage folder ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fit_scans(labelled, make_scan):
+    """A third labelled folder, seen by neither the second stage nor the calibration."""
+    from nii.containers import Truth
+    from nii.dataset.synthetic import synthetic_image
+    from nii.io import write_hdf5
+
+    folder = labelled[0].parent / "fit" / "scans"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(13)
+    for i in range(30):
+        n = 0 if i % 3 == 0 else 3
+        img, boxes, names = synthetic_image(128, rng=rng, n_objects=n, n_clutter=4)
+        scan = make_scan(img)
+        if n:
+            scan = dataclasses.replace(scan, truth=Truth(boxes, tuple(names)))
+        write_hdf5(scan, folder / f"f_{i:03d}.h5")
+    return folder.parent
+
+
+@pytest.fixture(scope="module")
+def fused(two_stage, labelled, fit_scans, tmp_path_factory):
+    from nii.detect.fusion import build_fused
+
+    out = tmp_path_factory.mktemp("models") / "demo-2s-fused"
+    return build_fused(two_stage, out, data=[fit_scans], calibrate=[labelled[1]], floor=0.001, l2=1.0, workers=2, threads=1)
+
+
+@pytest.mark.train
+def test_a_fused_folder_scores_with_its_logistic_model_and_calibrates_on_it(fused, two_stage, labelled):
+    from nii.detect import Detector
+    from nii.detect.evaluate import collect, image_class_max
+    from nii.detect.fusion import fusion_features
+    from nii.io import read
+
+    det = Detector.load(fused)
+    src = Detector.load(two_stage)
+    assert det.rescorer.fusion is not None and src.rescorer.fusion is None
+    assert det.describe()["second_stage"]["fusion"] == {"format": "nii-fusion/1", "floor": 0.001, "mode": "cap"}
+    cfg = json.loads((fused / "config.json").read_text())
+    assert cfg["fusion_of"] == two_stage.name and cfg["fusion"]["fitted_on"]["scans"] == 30
+    card = (fused / "MODEL_CARD.md").read_text()
+    assert "## Evidence fusion" in card and "| frac_bone_like |" in card
+    assert "fusion_info.json" in (fused / "SHA256SUMS").read_text()
+    checked = 0
+    for path in sorted((labelled[1] / "scans").iterdir())[:8]:
+        scan = read(path)
+        enc = src.encode(scan)
+        raw = src.infer_image(enc, conf=src.config.min_conf)
+        boxes = src._to_scan_frame(raw.boxes, scan, enc.shape[:2])
+        if not len(raw.scores):
+            continue
+        crops, side = crop_candidates(scan, boxes, config=src.rescorer.config)
+        sc = candidate_scalars(raw.class_ids, boxes, pitch_yx=scan.pixel_pitch_mm, side_mm=side, kind=input_kind_index(scan))
+        p = src.rescorer.probabilities(crops, sc)
+        two = np.sqrt(raw.scores * p[np.arange(len(p)), raw.class_ids + 1])
+        fused = det.rescorer.fusion.predict(fusion_features(scan, boxes, raw.scores, p, raw.class_ids), raw.class_ids)
+        expect = np.where(two >= 0.001, np.minimum(fused, two), 0.0)  # mode "cap": never above sqrt(y p)
+        keep = expect >= det.config.min_conf
+        order = np.argsort(-expect[keep], kind="stable")
+        b, s, c = det.candidates(scan)
+        np.testing.assert_allclose(s, expect[keep][order], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(c, raw.class_ids[keep][order])
+        # detect() (the reach bound prunes the second stage) keeps exactly the candidates at or above the thresholds
+        thr = det.thresholds.for_far(None)
+        got = det.detect(scan, evidence=False, anomalies=False)
+        assert [d.class_id for d in got] == c[s >= thr[c]].tolist()
+        checked += 1
+    assert checked >= 4
+    recs = [r for r in collect(det, labelled[1]) if r.negative]
+    np.testing.assert_allclose(det.thresholds.neg_scores, [image_class_max(r, det.config.nc) for r in recs], atol=1e-5)
+
+
+@pytest.mark.train
+def test_fusion_refuses_seen_scans_a_fused_source_and_a_lone_section(fused, two_stage, labelled, fit_scans, tmp_path, capsys):
+    import shutil
+
+    from nii.cli import main
+    from nii.detect import Detector
+    from nii.detect.detector import write_sha256sums
+    from nii.detect.fusion import build_fused
+
+    with pytest.raises(InvalidParameterError, match="differ from calibration/test"):
+        build_fused(two_stage, tmp_path / "a", data=[labelled[1]], calibrate=[labelled[1]])
+    with pytest.raises(InvalidParameterError, match="the second stage has not seen"):
+        build_fused(two_stage, tmp_path / "b", data=[labelled[0]], calibrate=[labelled[1]])
+    with pytest.raises(InvalidParameterError, match="already has an evidence fusion"):
+        build_fused(fused, tmp_path / "c", data=[fit_scans], calibrate=[labelled[1]])
+    assert main(["rescorer", "fuse", str(two_stage), "--data", str(labelled[1]), "--calibrate", str(labelled[1]),
+                 "--out", str(tmp_path / "d")]) != 0
+    assert "differ from calibration/test" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in "abcd")
+    lone = tmp_path / "lone"
+    shutil.copytree(fused, lone)
+    cfg = json.loads((lone / "config.json").read_text())
+    del cfg["rescorer"]
+    (lone / "config.json").write_text(json.dumps(cfg))
+    write_sha256sums(lone)
+    with pytest.raises(ModelError, match="no second stage"):
+        Detector.load(lone)
