@@ -11,8 +11,9 @@ with ``x`` the candidate's :data:`FEATURES`. In mode ``"cap"`` (the default of :
 the final score is ``min(sqrt(y * p_c), sigmoid(...))``: the evidence can lower a flag's confidence,
 never raise it above what both learned stages agree on; in mode ``"replace"`` it is the fused score
 alone. The cap exists because of a measurement (``detectors/README.md``, session 23): uncapped, the
-fusion raised weak learned scores on scans of a concealment family held out of its fitting and
-calibration (greyscale timber) to 0.75-0.96 and the test false-alarm rate to 3.4 %.
+fusion raised weak detector scores on scans of a concealment family held out of its fitting and
+calibration (greyscale timber, where the crop network was confidently wrong and the fusion weighs it
+above the detector) to 0.75-0.96, and the test false-alarm rate to 3.4 %.
 
 The features:
 
