@@ -353,23 +353,10 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 10.0, max_iter: in
 def _rows(detector: Any, f: Path, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, classes and labels (1 = on a same-class truth object) of the candidates of one
     labelled scan whose two-stage score reaches ``floor``."""
-    from ..containers import RawScan
-    from ..io import read
-    from ..normalization import normalize
     from .rescore import candidate_scalars, combine_scores, crop_candidates, input_kind_index
-    from .rescore_train import _labels
+    from .rescore_train import _labels, read_labelled_scan
 
-    classes = list(detector.config.classes)
-    scan = read(f)
-    if isinstance(scan, RawScan):
-        scan = normalize(scan)
-    truth = scan.truth
-    names = () if truth is None else tuple(truth.classes)
-    unknown = sorted(set(names) - set(classes))
-    if unknown:
-        raise InvalidDataError(f"truth classes {unknown} are not the model's {classes}", path=f)
-    gb = np.zeros((0, 4), np.float32) if truth is None else np.asarray(truth.boxes, np.float32).reshape(-1, 4)
-    gc = np.array([classes.index(c) for c in names], np.int64)
+    scan, gb, gc = read_labelled_scan(f, detector.config.classes)
     enc = detector.encode(scan)
     raw = detector.infer_image(enc, conf=detector.config.min_conf)
     boxes = detector._to_scan_frame(raw.boxes, scan, enc.shape[:2])
@@ -412,40 +399,15 @@ def fusion_rows(detector: Any, folders: Sequence[str | os.PathLike], *, floor: f
     """Features, classes and labels of the candidates of a two-stage ``detector`` (without a
     fusion) on the labelled scans of ``folders``; with the number of scans. With ``workers > 1``
     the scans are shared out over that many processes; the result is the same, in the same order."""
-    from .evaluate import _scan_files
+    from .rescore_train import labelled_scan_files, map_scans
 
     if getattr(detector, "rescorer", None) is None:
         raise InvalidParameterError("an evidence fusion needs a two-stage model (train a second stage first: nii rescorer train)")
     if getattr(detector.rescorer, "fusion", None) is not None:
         raise InvalidParameterError(f"{detector.folder.name} already has an evidence fusion; start from the two-stage model it was fitted on")
-    if int(workers) < 1:
-        raise InvalidParameterError(f"workers must be >= 1, got {workers}")
-    files: list[Path] = []
-    for d in folders:
-        d = Path(d)
-        if not d.is_dir():
-            raise InvalidParameterError(f"{d}: training data must be a folder of labelled scans")
-        fs = _scan_files(d)
-        if not fs:
-            raise InvalidDataError(f"no scans (*.h5) found in {d}")
-        files += fs
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    if int(workers) > 1 and len(files) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = multiprocessing.get_context("spawn")  # see nii.dataset.builder: no forked Numba pools
-        with ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx, initializer=_worker_init,
-                                 initargs=(str(detector.folder), float(floor))) as ex:
-            for i, r in enumerate(ex.map(_worker_job, [str(f) for f in files], chunksize=8)):
-                parts.append(r)
-                if progress:
-                    progress(i + 1, len(files))
-    else:
-        for i, f in enumerate(files):
-            parts.append(_rows(detector, f, floor))
-            if progress:
-                progress(i + 1, len(files))
+    files = labelled_scan_files(folders)
+    parts = map_scans(files, lambda f: _rows(detector, f, floor), workers=workers, init=_worker_init,
+                      initargs=(str(detector.folder), float(floor)), job=_worker_job, progress=progress)
     x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, len(FEATURES)))
     c = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     y = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)

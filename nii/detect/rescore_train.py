@@ -83,23 +83,31 @@ def _labels(boxes: np.ndarray, cls: np.ndarray, gb: np.ndarray, gc: np.ndarray) 
     return lab
 
 
-def _one_scan(detector: Any, f: Path, config: RescorerConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Crops, scalars and labels of the candidates of one labelled scan file."""
+def read_labelled_scan(f: Path, classes: Sequence[str]) -> tuple[Any, np.ndarray, np.ndarray]:
+    """A labelled scan file, normalised, with its truth boxes ``(M, 4)`` and class ids ``(M,)``
+    (a scan without truth is cleared cargo, a negative, as in evaluation)."""
     from ..containers import RawScan
     from ..io import read
     from ..normalization import normalize
 
-    classes = list(detector.config.classes)
+    classes = list(classes)
     scan = read(f)
     if isinstance(scan, RawScan):
         scan = normalize(scan)
-    truth = scan.truth  # a scan without truth is cleared cargo (a negative), as in evaluation
+    truth = scan.truth
     names = () if truth is None else tuple(truth.classes)
     unknown = sorted(set(names) - set(classes))
     if unknown:
         raise InvalidDataError(f"truth classes {unknown} are not the model's {classes}", path=f)
     gb = np.zeros((0, 4), np.float32) if truth is None else np.asarray(truth.boxes, np.float32).reshape(-1, 4)
     gc = np.array([classes.index(c) for c in names], np.int64)
+    return scan, gb, gc
+
+
+def _one_scan(detector: Any, f: Path, config: RescorerConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crops, scalars and labels of the candidates of one labelled scan file."""
+    classes = list(detector.config.classes)
+    scan, gb, gc = read_labelled_scan(f, classes)
     boxes, _, cls = detector.candidates(scan)  # the second stage does not see the score
     crops, side = crop_candidates(scan, boxes, config=config)
     sc = candidate_scalars(cls, boxes, pitch_yx=scan.pixel_pitch_mm, side_mm=side, kind=input_kind_index(scan), nc=len(classes))
@@ -125,6 +133,47 @@ def _worker_job(f: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _one_scan(_WORKER["det"], Path(f), _WORKER["config"])
 
 
+def labelled_scan_files(folders: Sequence[str | os.PathLike]) -> list[Path]:
+    """The scan files of folders of labelled scans, in order; a missing or empty folder is refused."""
+    from .evaluate import _scan_files
+
+    files: list[Path] = []
+    for d in folders:
+        d = Path(d)
+        if not d.is_dir():
+            raise InvalidParameterError(f"{d}: training data must be a folder of labelled scans")
+        fs = _scan_files(d)
+        if not fs:
+            raise InvalidDataError(f"no scans (*.h5) found in {d}")
+        files += fs
+    return files
+
+
+def map_scans(files: Sequence[Path], one: Callable[[Path], Any], *, workers: int, init: Callable[..., None], initargs: tuple[Any, ...],
+              job: Callable[[str], Any], progress: Callable[[int, int], None] | None = None) -> list[Any]:
+    """``one(f)`` for every scan file, in order; with ``workers > 1`` on that many spawned processes
+    (``init(*initargs)`` once per process, then ``job(str(f))``), with the same results."""
+    if int(workers) < 1:
+        raise InvalidParameterError(f"workers must be >= 1, got {workers}")
+    parts: list[Any] = []
+    if int(workers) > 1 and len(files) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")  # see nii.dataset.builder: no forked Numba pools
+        with ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx, initializer=init, initargs=initargs) as ex:
+            for i, r in enumerate(ex.map(job, [str(f) for f in files], chunksize=8)):
+                parts.append(r)
+                if progress:
+                    progress(i + 1, len(files))
+    else:
+        for i, f in enumerate(files):
+            parts.append(one(f))
+            if progress:
+                progress(i + 1, len(files))
+    return parts
+
+
 def extract_candidates(
     detector: Any,
     folders: Sequence[str | os.PathLike],
@@ -137,38 +186,11 @@ def extract_candidates(
     (a scan without truth counts as a negative). With ``workers > 1`` the scans are shared out
     over that many processes (each loads the detector's folder again); the result is the same,
     in the same order."""
-    from .evaluate import _scan_files
-
     if getattr(detector, "rescorer", None) is not None:
         raise InvalidParameterError("the source model already has a second stage; start from a one-stage model")
-    if int(workers) < 1:
-        raise InvalidParameterError(f"workers must be >= 1, got {workers}")
-    files: list[Path] = []
-    for d in folders:
-        d = Path(d)
-        if not d.is_dir():
-            raise InvalidParameterError(f"{d}: training data must be a folder of labelled scans")
-        fs = _scan_files(d)
-        if not fs:
-            raise InvalidDataError(f"no scans (*.h5) found in {d}")
-        files += fs
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    if int(workers) > 1 and len(files) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = multiprocessing.get_context("spawn")  # see nii.dataset.builder: no forked Numba pools
-        with ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx, initializer=_worker_init,
-                                 initargs=(str(detector.folder), config)) as ex:
-            for i, r in enumerate(ex.map(_worker_job, [str(f) for f in files], chunksize=8)):
-                parts.append(r)
-                if progress:
-                    progress(i + 1, len(files))
-    else:
-        for i, f in enumerate(files):
-            parts.append(_one_scan(detector, f, config))
-            if progress:
-                progress(i + 1, len(files))
+    files = labelled_scan_files(folders)
+    parts = map_scans(files, lambda f: _one_scan(detector, f, config), workers=workers, init=_worker_init,
+                      initargs=(str(detector.folder), config), job=_worker_job, progress=progress)
     s = config.crop
     crops = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, s, s, 3), np.uint8)
     scal = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, N_SCALARS), np.float32)

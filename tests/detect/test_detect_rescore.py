@@ -132,28 +132,31 @@ def torch_available():
     pytest.importorskip("onnx")
 
 
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory, make_scan):
-    """Two disjoint folders of labelled synthetic scans (a third of them negatives)."""
+def _write_labelled(folder, make_scan, *, seed, n_scans, n_objects, prefix):
+    """``folder/scans/`` with ``n_scans`` labelled synthetic scans (every third a negative)."""
     from nii.containers import Truth
     from nii.dataset.synthetic import synthetic_image
     from nii.io import write_hdf5
 
+    scans = folder / "scans"
+    scans.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n_scans):
+        n = 0 if i % 3 == 0 else n_objects
+        img, boxes, names = synthetic_image(128, rng=rng, n_objects=n, n_clutter=4)
+        scan = make_scan(img)
+        if n:
+            scan = dataclasses.replace(scan, truth=Truth(boxes, tuple(names)))
+        write_hdf5(scan, scans / f"{prefix}_{i:03d}.h5")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, make_scan):
+    """Two disjoint folders of labelled synthetic scans (a third of them negatives)."""
     root = tmp_path_factory.mktemp("two-stage")
-    out = []
-    for name, seed in (("train", 11), ("cal", 12)):
-        folder = root / name / "scans"
-        folder.mkdir(parents=True)
-        rng = np.random.default_rng(seed)
-        for i in range(18):
-            n = 0 if i % 3 == 0 else 2
-            img, boxes, names = synthetic_image(128, rng=rng, n_objects=n, n_clutter=4)
-            scan = make_scan(img)
-            if n:
-                scan = dataclasses.replace(scan, truth=Truth(boxes, tuple(names)))
-            write_hdf5(scan, folder / f"s_{i:03d}.h5")
-        out.append(folder.parent)
-    return out
+    return [_write_labelled(root / name, make_scan, seed=seed, n_scans=18, n_objects=2, prefix="s")
+            for name, seed in (("train", 11), ("cal", 12))]
 
 
 @pytest.fixture(scope="module")
@@ -541,21 +544,7 @@ def test_an_ensemble_scores_with_the_mean_of_its_members(two_stage, demo_dir, la
 @pytest.fixture(scope="module")
 def fit_scans(labelled, make_scan):
     """A third labelled folder, seen by neither the second stage nor the calibration."""
-    from nii.containers import Truth
-    from nii.dataset.synthetic import synthetic_image
-    from nii.io import write_hdf5
-
-    folder = labelled[0].parent / "fit" / "scans"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(13)
-    for i in range(30):
-        n = 0 if i % 3 == 0 else 3
-        img, boxes, names = synthetic_image(128, rng=rng, n_objects=n, n_clutter=4)
-        scan = make_scan(img)
-        if n:
-            scan = dataclasses.replace(scan, truth=Truth(boxes, tuple(names)))
-        write_hdf5(scan, folder / f"f_{i:03d}.h5")
-    return folder.parent
+    return _write_labelled(labelled[0].parent / "fit", make_scan, seed=13, n_scans=30, n_objects=3, prefix="f")
 
 
 @pytest.fixture(scope="module")
