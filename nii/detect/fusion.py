@@ -308,7 +308,8 @@ class Fusion:
         if self.mode == "cap" and combine == "geo":
             best = np.minimum(best, np.sqrt(y))  # sqrt(y p) <= sqrt(y)
         ok = best >= np.asarray(thresholds, np.float64)[cls] * (1.0 - 1e-5)
-        reachable_floor = y >= self.floor**2 if combine == "geo" else np.ones(y.size, bool)
+        # sqrt(y p) >= floor needs y >= floor**2 (float32 rounding margin)
+        reachable_floor = y >= self.floor**2 * (1.0 - 1e-5) if combine == "geo" else np.ones(y.size, bool)
         return ok & reachable_floor
 
 

@@ -569,6 +569,9 @@ def build_ensemble(
     for f, d in zip(folders, dets, strict=True):
         if d.rescorer is None:
             raise InvalidParameterError(f"{f.name} has no second stage: an ensemble joins two-stage folders")
+        if d.rescorer.fusion is not None:
+            raise InvalidParameterError(f"{f.name} has an evidence fusion: join the two-stage folders it was fitted on, "
+                                        "then fit a fusion for the ensemble (nii rescorer fuse)")
         if d.model_hash != first.model_hash:
             raise InvalidParameterError(f"{f.name} has another first stage than {folders[0].name} (model.onnx differs)")
         cfg_a, cfg_b = first.config.to_dict(), d.config.to_dict()

@@ -615,10 +615,14 @@ def test_fusion_refuses_seen_scans_a_fused_source_and_a_lone_section(fused, two_
         build_fused(two_stage, tmp_path / "b", data=[labelled[0]], calibrate=[labelled[1]])
     with pytest.raises(InvalidParameterError, match="already has an evidence fusion"):
         build_fused(fused, tmp_path / "c", data=[fit_scans], calibrate=[labelled[1]])
+    from nii.detect.rescore_train import build_ensemble
+
+    with pytest.raises(InvalidParameterError, match="has an evidence fusion: join the two-stage folders"):
+        build_ensemble([two_stage, fused], tmp_path / "e", calibrate=[labelled[1]])
     assert main(["rescorer", "fuse", str(two_stage), "--data", str(labelled[1]), "--calibrate", str(labelled[1]),
                  "--out", str(tmp_path / "d")]) != 0
     assert "differ from calibration/test" in capsys.readouterr().err
-    assert not any((tmp_path / n).exists() for n in "abcd")
+    assert not any((tmp_path / n).exists() for n in "abcde")
     lone = tmp_path / "lone"
     shutil.copytree(fused, lone)
     cfg = json.loads((lone / "config.json").read_text())
