@@ -583,8 +583,8 @@ def test_a_fused_folder_scores_with_its_logistic_model_and_calibrates_on_it(fuse
         sc = candidate_scalars(raw.class_ids, boxes, pitch_yx=scan.pixel_pitch_mm, side_mm=side, kind=input_kind_index(scan))
         p = src.rescorer.probabilities(crops, sc)
         two = np.sqrt(raw.scores * p[np.arange(len(p)), raw.class_ids + 1])
-        fused = det.rescorer.fusion.predict(fusion_features(scan, boxes, raw.scores, p, raw.class_ids), raw.class_ids)
-        expect = np.where(two >= 0.001, np.minimum(fused, two), 0.0)  # mode "cap": never above sqrt(y p)
+        z = det.rescorer.fusion.predict(fusion_features(scan, boxes, raw.scores, p, raw.class_ids), raw.class_ids)
+        expect = np.where(two >= 0.001, np.minimum(z, two), 0.0)  # mode "cap": never above sqrt(y p)
         keep = expect >= det.config.min_conf
         order = np.argsort(-expect[keep], kind="stable")
         b, s, c = det.candidates(scan)
@@ -598,6 +598,14 @@ def test_a_fused_folder_scores_with_its_logistic_model_and_calibrates_on_it(fuse
     assert checked >= 4
     recs = [r for r in collect(det, labelled[1]) if r.negative]
     np.testing.assert_allclose(det.thresholds.neg_scores, [image_class_max(r, det.config.nc) for r in recs], atol=1e-5)
+    # a site's re-calibration keeps the fusion and calibrates on the fused scores
+    from nii.detect.recalibrate import recalibrate_model
+
+    site = Detector.load(recalibrate_model(fused, fused.parent / "fused-site", data=[labelled[0]]))
+    assert site.rescorer.fusion is not None
+    np.testing.assert_array_equal(site.rescorer.fusion.weights, det.rescorer.fusion.weights)
+    neg = [r for r in collect(det, labelled[0]) if r.negative]
+    np.testing.assert_allclose(site.thresholds.neg_scores, [image_class_max(r, det.config.nc) for r in neg], atol=1e-5)
 
 
 @pytest.mark.train
