@@ -731,8 +731,7 @@ class Detector:
             "second_stage": None
             if self.rescorer is None
             else {"file": self.rescorer.config.file, "sha256": self.rescorer.sha256, "combine": self.rescorer.config.combine,
-                  "fusion": None if self.rescorer.fusion is None else {"format": "nii-fusion/1", "floor": self.rescorer.fusion.floor,
-                                                                         "mode": self.rescorer.fusion.mode}},
+                  "fusion": None if self.rescorer.fusion is None else self.rescorer.fusion.describe()},
         }
 
     def with_far(self, far: float | str) -> Detector:

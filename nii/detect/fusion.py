@@ -224,6 +224,10 @@ class Fusion:
             raise ModelError(f"config.json fusion: 'mode' is missing (one of {MODES})")
         return cls(np.array(w), np.array(b), floor=d.get("floor", 0.05), mode=d["mode"], info=dict(d.get("fitted_on") or {}))
 
+    def describe(self) -> dict[str, Any]:
+        """For provenance (``Detector.describe()["second_stage"]["fusion"]``)."""
+        return {"format": FUSION_FORMAT, "floor": self.floor, "mode": self.mode}
+
     def to_dict(self, classes: Sequence[str]) -> dict[str, Any]:
         if len(classes) != self.nc:
             raise InvalidParameterError(f"{len(classes)} class names for a fusion of {self.nc} classes")
@@ -354,20 +358,15 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 10.0, max_iter: in
 def _rows(detector: Any, f: Path, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, classes and labels (1 = on a same-class truth object) of the candidates of one
     labelled scan whose two-stage score reaches ``floor``."""
-    from .rescore import candidate_scalars, combine_scores, crop_candidates, input_kind_index
     from .rescore_train import _labels, read_labelled_scan
 
     scan, gb, gc = read_labelled_scan(f, detector.config.classes)
     enc = detector.encode(scan)
     raw = detector.infer_image(enc, conf=detector.config.min_conf)
     boxes = detector._to_scan_frame(raw.boxes, scan, enc.shape[:2])
-    rs = detector.rescorer
     if len(raw.scores) == 0:
         return np.zeros((0, len(FEATURES))), np.zeros(0, np.int64), np.zeros(0)
-    crops, side = crop_candidates(scan, boxes, config=rs.config)
-    sc = candidate_scalars(raw.class_ids, boxes, pitch_yx=scan.pixel_pitch_mm, side_mm=side, kind=input_kind_index(scan), nc=rs.nc)
-    p = rs.probabilities(crops, sc)
-    two = combine_scores(raw.scores, p, raw.class_ids, how=rs.config.combine)
+    p, two = detector.rescorer.two_stage(scan, boxes, raw.scores, raw.class_ids)
     m = two >= floor
     cls = raw.class_ids[m]
     x = fusion_features(scan, boxes[m], raw.scores[m], p[m], cls)

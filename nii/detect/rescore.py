@@ -272,6 +272,14 @@ class Rescorer:
             out[i : i + batch] = p
         return out
 
+    def two_stage(self, scan: Scan, boxes_px: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's class probabilities ``(N, 1 + nc)`` of candidates ``boxes_px`` and their
+        two-stage scores (``combine`` of the YOLO ``scores`` and those probabilities; no fusion)."""
+        crops, side = crop_candidates(scan, boxes_px, config=self.config)
+        sc = candidate_scalars(class_ids, boxes_px, pitch_yx=scan.pixel_pitch_mm, side_mm=side, kind=input_kind_index(scan), nc=self.nc)
+        probs = self.probabilities(crops, sc)
+        return probs, combine_scores(scores, probs, class_ids, how=self.config.combine)
+
     def rescore(self, scan: Scan, boxes_px: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, *,
                 thresholds: np.ndarray | None = None) -> np.ndarray:
         """Final scores of candidates ``boxes_px`` (scan pixels) with YOLO ``scores``. ``thresholds``
@@ -279,10 +287,7 @@ class Rescorer:
         them (their score is then 0; see :meth:`nii.detect.fusion.Fusion.fuse`)."""
         if len(scores) == 0:
             return np.zeros(0, np.float32)
-        crops, side = crop_candidates(scan, boxes_px, config=self.config)
-        sc = candidate_scalars(class_ids, boxes_px, pitch_yx=scan.pixel_pitch_mm, side_mm=side, kind=input_kind_index(scan), nc=self.nc)
-        probs = self.probabilities(crops, sc)
-        final = combine_scores(scores, probs, class_ids, how=self.config.combine)
+        probs, final = self.two_stage(scan, boxes_px, scores, class_ids)
         if self.fusion is not None:
             final = self.fusion.fuse(scan, boxes_px, scores, probs, class_ids, final, thresholds=thresholds)
         return final
